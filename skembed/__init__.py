@@ -1,0 +1,18 @@
+"""skembed: contextual token and document embeddings as scikit-learn transformers."""
+
+from ._input import check_documents, whitespace_tokenizer
+from .base import BaseTokenEmbedder
+from .cache import cache_info, clear_cache, set_cache
+from .ragged import RaggedEmbeddings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BaseTokenEmbedder",
+    "RaggedEmbeddings",
+    "cache_info",
+    "check_documents",
+    "clear_cache",
+    "set_cache",
+    "whitespace_tokenizer",
+]

@@ -1,0 +1,160 @@
+"""Turn ``X`` into a list of token lists. Every input error of skembed is raised here."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+
+Tokenizer = Callable[[str], Sequence[str]]
+
+
+def whitespace_tokenizer(text: str) -> list[str]:
+    """Split ``text`` on runs of whitespace (the default tokenizer).
+
+    Examples
+    --------
+    >>> whitespace_tokenizer("a  b\\tc")
+    ['a', 'b', 'c']
+    """
+    return text.split()
+
+
+def resolve_tokenizer(tokenizer) -> Tokenizer:
+    """Return the callable for a ``tokenizer`` parameter (``None``/``"whitespace"`` or a callable)."""
+    if tokenizer is None or tokenizer == "whitespace":
+        return whitespace_tokenizer
+    if callable(tokenizer):
+        return tokenizer
+    raise ValueError(
+        f"tokenizer must be None, 'whitespace' or a callable str -> list[str]; got {tokenizer!r}."
+    )
+
+
+def _is_missing(doc) -> bool:
+    if doc is None:
+        return True
+    if isinstance(doc, numbers.Real) and not isinstance(doc, bool | np.bool_):
+        return isinstance(doc, float | np.floating) and math.isnan(doc)
+    try:
+        import pandas as pd
+
+        return doc is pd.NA or doc is pd.NaT
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def _documents_of(X) -> Sequence:
+    """The sequence of documents in ``X`` (list, tuple, 1-D array, Series, one-column frame)."""
+    if isinstance(X, str | bytes):
+        raise TypeError(
+            "Expected an iterable of documents (a list of strings or of token lists), "
+            f"got a single {type(X).__name__}: wrap it in a list, e.g. [{X[:30]!r}]."
+        )
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover
+        pd = None
+    if pd is not None:
+        if isinstance(X, pd.DataFrame):
+            if X.shape[1] != 1:
+                raise ValueError(
+                    f"Expected a DataFrame with exactly one text column, got {X.shape[1]} "
+                    f"columns {list(X.columns)[:5]}: select the text column, e.g. df['text']."
+                )
+            return X.iloc[:, 0].tolist()
+        if isinstance(X, pd.Series):
+            return X.tolist()
+    if isinstance(X, np.ndarray):
+        if X.ndim == 2 and X.shape[1] == 1:
+            return list(X[:, 0])
+        if X.ndim != 1:
+            raise ValueError(
+                f"Expected a 1-D array of documents or one column, got an array of shape {X.shape}."
+            )
+        return list(X)
+    if isinstance(X, list | tuple):
+        return X
+    if isinstance(X, dict) or not isinstance(X, Iterable):
+        raise TypeError(
+            "Expected an iterable of documents (list, tuple, numpy array, pandas Series or "
+            f"one-column DataFrame), got {type(X).__name__}."
+        )
+    return list(X)
+
+
+def check_tokens(tokens, index: int) -> list[str]:
+    """Validate one pre-tokenized document."""
+    out = list(tokens)
+    for j, tok in enumerate(out):
+        if not isinstance(tok, str):
+            if isinstance(tok, list | tuple | np.ndarray):
+                raise TypeError(
+                    f"Document {index}: token {j} is a {type(tok).__name__}; a document is a "
+                    "string or a flat list of token strings (nested lists are not allowed)."
+                )
+            raise TypeError(
+                f"Document {index}: token {j} is {tok!r} of type {type(tok).__name__}; "
+                "tokens must be strings."
+            )
+    return out
+
+
+def check_documents(X, tokenizer=None) -> list[list[str]]:
+    """Validate ``X`` and return one list of token strings per document.
+
+    Parameters
+    ----------
+    X : list, tuple, numpy array, pandas Series or one-column DataFrame
+        Documents, each a string (split by ``tokenizer``) or a list of token strings.
+    tokenizer : None, "whitespace" or callable, default=None
+        How string documents are split into tokens.
+
+    Returns
+    -------
+    list of list of str
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the offending document's index and what is wrong with it.
+
+    Examples
+    --------
+    >>> check_documents(["a b", ["c", "d"], ""])
+    [['a', 'b'], ['c', 'd'], []]
+    """
+    split = resolve_tokenizer(tokenizer)
+    docs = _documents_of(X)
+    out: list[list[str]] = []
+    for i, doc in enumerate(docs):
+        if isinstance(doc, str):
+            try:
+                tokens = split(doc)
+            except Exception as exc:
+                raise ValueError(f"Document {i}: the tokenizer failed: {exc}") from exc
+            if isinstance(tokens, str) or not isinstance(tokens, Iterable):
+                raise TypeError(
+                    f"Document {i}: the tokenizer must return a list of strings, "
+                    f"got {type(tokens).__name__}."
+                )
+            out.append(check_tokens(tokens, i))
+        elif _is_missing(doc):
+            raise ValueError(
+                f"Document {i} is missing ({doc!r}); fill or drop missing texts first, "
+                "e.g. X.fillna('') or X.dropna()."
+            )
+        elif isinstance(doc, bytes | bytearray):
+            raise TypeError(
+                f"Document {i} is bytes; decode it first, e.g. doc.decode('utf-8')."
+            )
+        elif isinstance(doc, list | tuple | np.ndarray):
+            out.append(check_tokens(doc, i))
+        else:
+            raise TypeError(
+                f"Document {i} is {doc!r} of type {type(doc).__name__}; a document must be "
+                "a string or a list of token strings."
+            )
+    return out

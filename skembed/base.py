@@ -1,0 +1,225 @@
+"""Shared estimator machinery of every token embedder.
+
+A token embedder is split in two, so that grid searches cost one forward pass:
+
+* ``_forward(model, docs)`` runs the network and returns one *state* per document (for
+  instance every layer's sub-token vectors). States are cached per document in
+  :data:`skembed.cache.STATES`.
+* ``_combine(model, states)`` turns states into one ``(n_tokens, dim)`` tensor per document,
+  using only cheap parameters (``layers``, ``pooling_operation``, ``embedding_mode``...).
+
+Subclasses implement ``_model_key``, ``_load_model``, ``_forward``, ``_combine`` and
+``_n_features``; this class does input validation, lazy loading through the process-wide model
+cache, device and precision, length-sorted batching, progress bars, pickling and tags.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Hashable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from ._device import autocast, check_device, check_precision, resolve_device
+from ._input import check_documents, resolve_tokenizer
+from .cache import MODELS, STATES
+from .ragged import RaggedEmbeddings
+
+
+def check_choice(name: str, value, choices: Sequence) -> None:
+    """Raise a ValueError listing ``choices`` when ``value`` is not one of them."""
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not valid; choose one of {list(choices)}.")
+
+
+class TextTransformerMixin(TransformerMixin):
+    """Tags, ``set_output`` and pickling shared by every skembed estimator."""
+
+    # Attributes holding loaded weights: dropped when pickling, reloaded lazily.
+    _transient: tuple[str, ...] = ("_model", "_device", "_model_for")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = False
+        tags.target_tags.required = False
+        tags.transformer_tags.preserves_dtype = []
+        tags.non_deterministic = False
+        return tags
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        for name in self._transient:
+            state.pop(name, None)
+        return state
+
+    def _check_common_params(self) -> None:
+        check_device(self.device)
+        check_precision(self.precision)
+        if (
+            not isinstance(self.batch_size, numbers.Integral)
+            or isinstance(self.batch_size, bool)
+            or self.batch_size < 1
+        ):
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
+        if not isinstance(self.show_progress_bar, bool | np.bool_):
+            raise ValueError(
+                f"show_progress_bar must be True or False, got {self.show_progress_bar!r}."
+            )
+        resolve_tokenizer(getattr(self, "tokenizer", None))
+
+
+class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
+    """Base class of token embedders: ``transform`` returns :class:`RaggedEmbeddings`."""
+
+    _feature_prefix = "emb"
+
+    # -- hooks for subclasses --------------------------------------------------
+    def _model_key(self) -> Hashable:
+        """Identity of the loaded model (resolved paths...), shared by clones and other classes."""
+        raise NotImplementedError
+
+    def _load_model(self, device: torch.device) -> Any:
+        """Load the network onto ``device`` (float32 weights). Called once per key per process."""
+        raise NotImplementedError
+
+    def _check_params(self, model) -> None:
+        """Validate the parameters that need the loaded model (e.g. layer indices)."""
+
+    def _forward_key(self) -> Hashable:
+        """Parameters that change what ``_forward`` computes (part of the state-cache key)."""
+        return ()
+
+    def _forward(self, model, docs: list[list[str]]) -> list:
+        """Run the network on non-empty documents; return one state per document."""
+        raise NotImplementedError
+
+    def _combine(self, model, states: list) -> list[torch.Tensor]:
+        """Cheap: one ``(n_tokens, n_features)`` tensor per document from its state."""
+        raise NotImplementedError
+
+    def _n_features(self, model) -> int:
+        raise NotImplementedError
+
+    def _doc_cost(self, doc: list[str]) -> int:
+        """Sort key for length-sorted batching (longest documents first)."""
+        return sum(len(t) for t in doc) + len(doc)
+
+    # -- model -----------------------------------------------------------------
+    def _get_model(self):
+        """The loaded model, from the process-wide cache (reloaded after unpickling)."""
+        device = resolve_device(self.device) if "_device" not in self.__dict__ else self._device
+        key = (self._model_key(), str(device))
+        if self.__dict__.get("_model_for") != key or "_model" not in self.__dict__:
+            self._model = MODELS.get(key, lambda: self._load_model(device))
+            self._device = device
+            self._model_for = key
+        return self._model
+
+    def _state_prefix(self) -> tuple:
+        return (self._model_key(), self.precision, str(self._device), self._forward_key())
+
+    # -- estimator API ---------------------------------------------------------
+    def fit(self, X=None, y=None):
+        """Load the model (once per process) and validate the parameters.
+
+        Parameters
+        ----------
+        X : documents, optional
+            Validated when given; token embedders learn nothing from the data.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        self._check_common_params()
+        if X is not None:
+            check_documents(X, getattr(self, "tokenizer", None))
+        self.__dict__.pop("_device", None)
+        model = self._get_model()
+        self._check_params(model)
+        self.n_features_out_ = int(self._n_features(model))
+        self.device_ = str(self._device)
+        return self
+
+    def transform(self, X) -> RaggedEmbeddings:
+        """Embed every token of every document.
+
+        Parameters
+        ----------
+        X : list, tuple, numpy array, pandas Series or one-column DataFrame
+            Documents: strings (split by ``tokenizer``) or lists of token strings.
+
+        Returns
+        -------
+        RaggedEmbeddings
+            One ``(n_tokens_i, n_features)`` block per document.
+        """
+        check_is_fitted(self, "n_features_out_")
+        docs = check_documents(X, getattr(self, "tokenizer", None))
+        return self.embed_documents(docs)
+
+    def fit_transform(self, X, y=None, **fit_params) -> RaggedEmbeddings:
+        return self.fit(X, y).transform(X)
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """Names of the output features: ``f"{prefix}_{j}"``."""
+        check_is_fitted(self, "n_features_out_")
+        return np.asarray(
+            [f"{self._feature_prefix}_{j}" for j in range(self.n_features_out_)], dtype=object
+        )
+
+    def set_output(self, *, transform=None):
+        """Accepted for Pipeline compatibility; token-level output is always RaggedEmbeddings.
+
+        Use :meth:`RaggedEmbeddings.to_frame` for a pandas view of token vectors.
+        """
+        if transform not in (None, "default", "pandas", "polars"):
+            raise ValueError(f"transform={transform!r} is not a valid output container.")
+        return self
+
+    # -- the batched core --------------------------------------------------------
+    def embed_documents(self, docs: list[list[str]]) -> RaggedEmbeddings:
+        """Embed already validated token lists (see :func:`skembed.check_documents`)."""
+        out: list[torch.Tensor | None] = [None] * len(docs)
+        for index, tensors in self.iter_batches(docs):
+            for i, t in zip(index, tensors):
+                out[i] = t
+        return RaggedEmbeddings.from_list(
+            out, docs, self.get_feature_names_out(), dim=self.n_features_out_
+        )
+
+    def iter_batches(
+        self, docs: list[list[str]]
+    ) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
+        """Yield ``(document indices, token tensors)`` batch by batch, longest documents first."""
+        check_is_fitted(self, "n_features_out_")
+        model = self._get_model()
+        prefix = self._state_prefix()
+        empty = torch.zeros((0, self.n_features_out_), device=self._device)
+        order = sorted(range(len(docs)), key=lambda i: -self._doc_cost(docs[i]))
+        batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+        if self.show_progress_bar:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc=type(self).__name__, unit="batch")
+        for batch in batches:
+            index = [i for i in batch if docs[i]]
+            keys = [prefix + (tuple(docs[i]),) for i in index]
+            states = [STATES.get(k) for k in keys]
+            missing = [j for j, s in enumerate(states) if s is None]
+            if missing:
+                with torch.inference_mode(), autocast(self._device, self.precision):
+                    new = self._forward(model, [docs[index[j]] for j in missing])
+                for j, state in zip(missing, new):
+                    states[j] = state
+                    STATES.put(keys[j], state)
+            with torch.inference_mode():
+                tensors = self._combine(model, states) if index else []
+            by_doc = dict(zip(index, tensors))
+            yield batch, [by_doc[i].float() if i in by_doc else empty for i in batch]

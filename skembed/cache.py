@@ -1,0 +1,184 @@
+"""Process-wide caches: loaded models, and the expensive per-document states of forward passes.
+
+The model cache makes clones and grid-search candidates share one loaded model per process.
+The state cache keeps what a network computed for a document (e.g. every layer's sub-token
+states), so that parameters that only combine those states (``layers``, ``pooling_operation``,
+``use_scalar_mix``, ``embedding_mode``) never run the network again. It is bounded by a byte
+budget with least-recently-used eviction.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import torch
+
+_DEFAULT_STATE_BYTES = 1 << 30  # 1 GiB
+
+
+def _nbytes(obj) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.element_size() * obj.nelement()
+    if hasattr(obj, "nbytes"):
+        return int(obj.nbytes)
+    if isinstance(obj, tuple | list):
+        return sum(_nbytes(o) for o in obj) + 8 * len(obj)
+    if isinstance(obj, dict):
+        return sum(_nbytes(o) for o in obj.values())
+    return 64
+
+
+class ModelCache:
+    """Loaded models by key; each key is loaded once per process, even under threads."""
+
+    def __init__(self):
+        self._models: dict[Hashable, Any] = {}
+        self._locks: dict[Hashable, threading.Lock] = {}
+        self._lock = threading.Lock()
+        self.loads: Counter = Counter()
+
+    def get(self, key: Hashable, load: Callable[[], Any]) -> Any:
+        model = self._models.get(key)
+        if model is not None:
+            return model
+        with self._lock:
+            key_lock = self._locks.setdefault(key, threading.Lock())
+        with key_lock:
+            model = self._models.get(key)
+            if model is None:
+                model = load()
+                self._models[key] = model
+                self.loads[key] += 1
+        return model
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+            self._locks.clear()
+
+
+class StateCache:
+    """An LRU mapping ``key -> state`` bounded by the total bytes of the stored tensors."""
+
+    def __init__(self, max_bytes: int = _DEFAULT_STATE_BYTES):
+        self.max_bytes = int(max_bytes)
+        self.enabled = True
+        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable):
+        if not self.enabled:
+            return None
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return item[0]
+
+    def put(self, key: Hashable, state) -> None:
+        if not self.enabled:
+            return
+        size = _nbytes(state)
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            self._items[key] = (state, size)
+            self._bytes += size
+            self._evict()
+
+    def _evict(self) -> None:
+        while self._bytes > self.max_bytes and self._items:
+            _, (_, evicted) = self._items.popitem(last=False)
+            self._bytes -= evicted
+
+    def resize(self, max_bytes: int) -> None:
+        with self._lock:
+            self.max_bytes = int(max_bytes)
+            self._evict()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+            self.hits = self.misses = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+MODELS = ModelCache()
+STATES = StateCache()
+
+
+def set_cache(enabled: bool | None = None, max_bytes: int | None = None) -> None:
+    """Configure the state cache of this process.
+
+    Parameters
+    ----------
+    enabled : bool, optional
+        Turn the cache of forward-pass states on or off (on by default).
+    max_bytes : int, optional
+        Byte budget of the cache (1 GiB by default); the least recently used states go first.
+
+    Examples
+    --------
+    >>> import skembed
+    >>> skembed.set_cache(max_bytes=256 * 2**20)
+    >>> skembed.cache_info()["state_max_bytes"]
+    268435456
+    >>> skembed.set_cache(max_bytes=2**30)
+    """
+    if enabled is not None:
+        STATES.enabled = bool(enabled)
+        if not enabled:
+            STATES.clear()
+    if max_bytes is not None:
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        STATES.resize(max_bytes)
+
+
+def clear_cache(models: bool = True, states: bool = True) -> None:
+    """Drop cached forward-pass states and/or loaded models of this process.
+
+    Examples
+    --------
+    >>> import skembed
+    >>> skembed.clear_cache()
+    >>> skembed.cache_info()["state_entries"]
+    0
+    """
+    if states:
+        STATES.clear()
+    if models:
+        MODELS.clear()
+
+
+def cache_info() -> dict:
+    """Counts of this process's caches: loads per model, state entries, bytes, hits and misses."""
+    return {
+        "model_loads": dict(MODELS.loads),
+        "models_loaded": len(MODELS._models),
+        "state_enabled": STATES.enabled,
+        "state_entries": len(STATES),
+        "state_bytes": STATES.nbytes,
+        "state_max_bytes": STATES.max_bytes,
+        "state_hits": STATES.hits,
+        "state_misses": STATES.misses,
+    }

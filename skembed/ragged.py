@@ -1,0 +1,186 @@
+"""RaggedEmbeddings: one block of token vectors per document, stored flat."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+class RaggedEmbeddings:
+    """Token vectors of several documents: a flat ``(total_tokens, dim)`` tensor plus offsets.
+
+    Document ``i`` owns rows ``offsets[i]:offsets[i + 1]`` of ``data``. This is what every
+    token embedder's ``transform`` returns.
+
+    Parameters
+    ----------
+    data : torch.Tensor of shape (total_tokens, dim)
+        The token vectors of all documents, one after the other.
+    offsets : array-like of int, shape (n_docs + 1,)
+        Start of each document's rows, then the total number of rows.
+    tokens : list of list of str
+        The tokens of each document.
+    feature_names : sequence of str, optional
+        One name per column; ``f"x{j}"`` when omitted.
+
+    Examples
+    --------
+    >>> import torch
+    >>> r = RaggedEmbeddings.from_list([torch.ones(2, 3), torch.zeros(1, 3)], [["a", "b"], ["c"]])
+    >>> len(r), r[0].shape, r.to_numpy().shape
+    (2, (2, 3), (3, 3))
+    >>> r.to_frame().loc[1]
+       token   x0   x1   x2
+    0      c  0.0  0.0  0.0
+    """
+
+    def __init__(self, data, offsets, tokens, feature_names=None):
+        data = torch.as_tensor(data)
+        if data.ndim != 2:
+            raise ValueError(f"data must be 2-D (total_tokens, dim), got shape {tuple(data.shape)}")
+        offsets = np.asarray(offsets, dtype=np.int64)
+        if offsets.ndim != 1 or offsets[0] != 0 or offsets[-1] != data.shape[0]:
+            raise ValueError("offsets must start at 0 and end at data.shape[0]")
+        if len(tokens) != len(offsets) - 1:
+            raise ValueError(f"{len(tokens)} token lists for {len(offsets) - 1} documents")
+        self.data = data
+        self.offsets = offsets
+        self.tokens = [list(t) for t in tokens]
+        if feature_names is None:
+            feature_names = [f"x{j}" for j in range(data.shape[1])]
+        self.feature_names = np.asarray(feature_names, dtype=object)
+        if len(self.feature_names) != data.shape[1]:
+            raise ValueError(f"{len(self.feature_names)} feature names for {data.shape[1]} columns")
+
+    @classmethod
+    def from_list(cls, arrays: Sequence, tokens, feature_names=None, dim: int | None = None):
+        """Build from one ``(n_tokens_i, dim)`` array or tensor per document."""
+        tensors = [torch.as_tensor(a) for a in arrays]
+        if not tensors:
+            width = dim if dim is not None else (len(feature_names) if feature_names is not None else 0)
+            data = torch.zeros((0, width))
+        else:
+            data = torch.cat(tensors, 0)
+        offsets = np.zeros(len(tensors) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([t.shape[0] for t in tensors])
+        return cls(data, offsets, tokens, feature_names)
+
+    # -- sizes -----------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Number of tokens of each document."""
+        return np.diff(self.offsets)
+
+    @property
+    def dim(self) -> int:
+        """Number of features per token."""
+        return int(self.data.shape[1])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(total_tokens, dim)`` of the flat data."""
+        return tuple(self.data.shape)
+
+    def __repr__(self) -> str:
+        return (
+            f"RaggedEmbeddings(n_docs={len(self)}, total_tokens={self.data.shape[0]}, "
+            f"dim={self.dim}, device={self.data.device})"
+        )
+
+    # -- indexing --------------------------------------------------------------
+    def __getitem__(self, idx):
+        if isinstance(idx, int | np.integer):
+            i = int(idx)
+            if i < 0:
+                i += len(self)
+            if not 0 <= i < len(self):
+                raise IndexError(f"document index {idx} out of range for {len(self)} documents")
+            return self.data[self.offsets[i] : self.offsets[i + 1]].detach().cpu().numpy()
+        if isinstance(idx, slice):
+            positions = np.arange(len(self))[idx]
+        else:
+            positions = np.asarray(idx)
+            if positions.dtype == bool:
+                if positions.shape != (len(self),):
+                    raise IndexError(
+                        f"boolean mask of length {positions.shape} for {len(self)} documents"
+                    )
+                positions = np.flatnonzero(positions)
+            positions = positions.astype(np.int64).reshape(-1)
+            positions = np.where(positions < 0, positions + len(self), positions)
+            if positions.size and (positions.min() < 0 or positions.max() >= len(self)):
+                raise IndexError(f"document index out of range for {len(self)} documents")
+        return self._take(positions)
+
+    def _take(self, positions: np.ndarray) -> RaggedEmbeddings:
+        starts, ends = self.offsets[positions], self.offsets[positions + 1]
+        rows = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)] or [np.zeros(0)])
+        index = torch.as_tensor(rows.astype(np.int64), device=self.data.device)
+        offsets = np.zeros(len(positions) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum(ends - starts)
+        return RaggedEmbeddings(
+            self.data.index_select(0, index),
+            offsets,
+            [self.tokens[p] for p in positions],
+            self.feature_names,
+        )
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    # -- conversions -----------------------------------------------------------
+    def to_numpy(self) -> np.ndarray:
+        """The flat ``(total_tokens, dim)`` data as a numpy array (one device-to-host copy)."""
+        return self.data.detach().cpu().numpy()
+
+    def to_list(self) -> list[np.ndarray]:
+        """One ``(n_tokens_i, dim)`` numpy array per document."""
+        flat = self.to_numpy()
+        return [flat[s:e] for s, e in zip(self.offsets[:-1], self.offsets[1:])]
+
+    def to_torch(self, device=None) -> torch.Tensor:
+        """The flat data as a tensor, moved to ``device`` when given."""
+        return self.data if device is None else self.data.to(device)
+
+    def split(self) -> list[torch.Tensor]:
+        """One tensor view per document, on the data's device."""
+        return list(torch.split(self.data, self.lengths.tolist(), dim=0))
+
+    def padded(self, padding_value: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """``(n_docs, max_len, dim)`` array and a boolean ``(n_docs, max_len)`` mask of real tokens."""
+        lengths = self.lengths
+        max_len = int(lengths.max()) if len(lengths) else 0
+        out = np.full((len(self), max_len, self.dim), padding_value, dtype=self._np_dtype())
+        mask = np.arange(max_len)[None, :] < lengths[:, None]
+        out[mask] = self.to_numpy()
+        return out, mask
+
+    def _np_dtype(self):
+        return torch.empty((), dtype=self.data.dtype).numpy().dtype
+
+    def to_frame(self):
+        """Long pandas DataFrame: index ``(doc, position)``, a ``token`` column, one column per feature."""
+        import pandas as pd
+
+        lengths = self.lengths
+        doc = np.repeat(np.arange(len(self)), lengths)
+        pos = np.concatenate([np.arange(n) for n in lengths] or [np.zeros(0, dtype=np.int64)])
+        index = pd.MultiIndex.from_arrays([doc, pos.astype(np.int64)], names=["doc", "position"])
+        frame = pd.DataFrame(self.to_numpy(), index=index, columns=list(self.feature_names))
+        frame.insert(0, "token", [t for toks in self.tokens for t in toks])
+        return frame
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self.to_numpy()
+        return arr.astype(dtype) if dtype is not None else arr
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["data"] = self.data.detach().cpu()
+        return state
