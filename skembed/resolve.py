@@ -1,0 +1,111 @@
+"""Model names to local files, with errors that say where we looked and how to get the files.
+
+Resolution order for every family: an existing local path; the skembed cache
+(``$SKEMBED_HOME``, default ``~/.cache/skembed``); the caches of tools users already have
+(Hugging Face, Flair); a download only when allowed. Downloads are off when ``SKEMBED_OFFLINE``
+or ``HF_HUB_OFFLINE`` is set to a true value: then no network call is attempted.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model name could not be resolved to local files (and could not be downloaded)."""
+
+
+def skembed_home() -> Path:
+    """The skembed cache folder: ``$SKEMBED_HOME`` or ``~/.cache/skembed``."""
+    return Path(os.environ.get("SKEMBED_HOME", Path.home() / ".cache" / "skembed")).expanduser()
+
+
+def offline() -> bool:
+    """True when downloads are disabled (``SKEMBED_OFFLINE`` or ``HF_HUB_OFFLINE``)."""
+    return any(
+        os.environ.get(var, "").strip().lower() in _TRUE
+        for var in ("SKEMBED_OFFLINE", "HF_HUB_OFFLINE")
+    )
+
+
+def flair_cache() -> Path:
+    """Flair's model cache: ``$FLAIR_CACHE_ROOT/embeddings`` or ``~/.flair/embeddings``."""
+    root = os.environ.get("FLAIR_CACHE_ROOT")
+    return (Path(root) if root else Path.home() / ".flair").expanduser() / "embeddings"
+
+
+def not_found(
+    kind: str, name: str, looked: Sequence, urls: Sequence[str] = (), hint: str = ""
+) -> ModelNotFoundError:
+    """Build the error for a model that is nowhere: names it, every place looked, and the fix."""
+    lines = [f"Could not find {kind} {name!r}. Looked in:"]
+    lines += [f"  - {p}" for p in looked]
+    if urls:
+        lines.append("Download it from:")
+        lines += [f"  {u}" for u in urls]
+        dest = skembed_home()
+        lines.append(f"and put the file(s) in {dest} (or pass the local path instead of the name).")
+    if offline():
+        lines.append("Downloads are disabled (SKEMBED_OFFLINE or HF_HUB_OFFLINE is set).")
+    if hint:
+        lines.append(hint)
+    return ModelNotFoundError("\n".join(lines))
+
+
+def download(url: str, dest: Path) -> Path:
+    """Download ``url`` to ``dest`` atomically (a partial file never takes the final name)."""
+    if offline():
+        raise ModelNotFoundError(f"Not downloading {url}: offline mode is set.")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+            shutil.copyfileobj(resp, out)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def find_file(
+    kind: str, name: str, filename: str, urls: Sequence[str], extra_dirs: Sequence[Path] = ()
+) -> Path:
+    """Resolve a single-file model: local path, skembed cache, ``extra_dirs``, then download.
+
+    Parameters
+    ----------
+    kind : str
+        What is looked for, for the error message (e.g. "Flair language model").
+    name : str
+        The id or path given by the user.
+    filename : str
+        The file's name in the caches (usually the last segment of its URL).
+    urls : sequence of str
+        Where it can be downloaded from (the first is used).
+    extra_dirs : sequence of Path
+        Other caches to look in, e.g. :func:`flair_cache`.
+    """
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    looked = [path]
+    for folder in (skembed_home(), *extra_dirs):
+        candidate = Path(folder) / filename
+        looked.append(candidate)
+        if candidate.is_file():
+            return candidate
+    if urls and not offline():
+        try:
+            return download(urls[0], skembed_home() / filename)
+        except Exception as exc:  # network errors become the not-found error below
+            hint = f"The download failed: {exc}"
+            raise not_found(kind, name, looked, urls, hint) from exc
+    raise not_found(kind, name, looked, urls)
