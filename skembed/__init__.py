@@ -3,12 +3,33 @@
 from ._input import check_documents, whitespace_tokenizer
 from .base import BaseTokenEmbedder
 from .cache import cache_info, clear_cache, set_cache
+from .document import DocumentPoolEmbeddings, TransformerDocumentEmbeddings
 from .ragged import RaggedEmbeddings
+from .transformer import (
+    BertEmbeddings,
+    OpenAIGPT2Embeddings,
+    OpenAIGPTEmbeddings,
+    RoBERTaEmbeddings,
+    TransformerEmbeddings,
+    TransformerXLEmbeddings,
+    XLMEmbeddings,
+    XLNetEmbeddings,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BaseTokenEmbedder",
+    "BertEmbeddings",
+    "DocumentPoolEmbeddings",
+    "OpenAIGPT2Embeddings",
+    "OpenAIGPTEmbeddings",
+    "RoBERTaEmbeddings",
+    "TransformerDocumentEmbeddings",
+    "TransformerEmbeddings",
+    "TransformerXLEmbeddings",
+    "XLMEmbeddings",
+    "XLNetEmbeddings",
     "RaggedEmbeddings",
     "cache_info",
     "check_documents",

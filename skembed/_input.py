@@ -147,9 +147,7 @@ def check_documents(X, tokenizer=None) -> list[list[str]]:
                 "e.g. X.fillna('') or X.dropna()."
             )
         elif isinstance(doc, bytes | bytearray):
-            raise TypeError(
-                f"Document {i} is bytes; decode it first, e.g. doc.decode('utf-8')."
-            )
+            raise TypeError(f"Document {i} is bytes; decode it first, e.g. doc.decode('utf-8').")
         elif isinstance(doc, list | tuple | np.ndarray):
             out.append(check_tokens(doc, i))
         else:

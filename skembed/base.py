@@ -77,6 +77,9 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
     """Base class of token embedders: ``transform`` returns :class:`RaggedEmbeddings`."""
 
     _feature_prefix = "emb"
+    # Empty documents get zero rows without running the network (document-level classes
+    # that must embed the special tokens of an empty text set this to False).
+    _skip_empty = True
 
     # -- hooks for subclasses --------------------------------------------------
     def _model_key(self) -> Hashable:
@@ -139,7 +142,7 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
         """
         self._check_common_params()
         if X is not None:
-            check_documents(X, getattr(self, "tokenizer", None))
+            self._documents(X)
         self.__dict__.pop("_device", None)
         model = self._get_model()
         self._check_params(model)
@@ -161,8 +164,11 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
             One ``(n_tokens_i, n_features)`` block per document.
         """
         check_is_fitted(self, "n_features_out_")
-        docs = check_documents(X, getattr(self, "tokenizer", None))
-        return self.embed_documents(docs)
+        return self.embed_documents(self._documents(X))
+
+    def _documents(self, X) -> list[list[str]]:
+        """Validate ``X`` into token lists with this embedder's tokenizer."""
+        return check_documents(X, getattr(self, "tokenizer", None))
 
     def fit_transform(self, X, y=None, **fit_params) -> RaggedEmbeddings:
         return self.fit(X, y).transform(X)
@@ -194,9 +200,7 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
             out, docs, self.get_feature_names_out(), dim=self.n_features_out_
         )
 
-    def iter_batches(
-        self, docs: list[list[str]]
-    ) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
+    def iter_batches(self, docs: list[list[str]]) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
         """Yield ``(document indices, token tensors)`` batch by batch, longest documents first."""
         check_is_fitted(self, "n_features_out_")
         model = self._get_model()
@@ -209,7 +213,7 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
 
             batches = tqdm(batches, desc=type(self).__name__, unit="batch")
         for batch in batches:
-            index = [i for i in batch if docs[i]]
+            index = [i for i in batch if docs[i] or not self._skip_empty]
             keys = [prefix + (tuple(docs[i]),) for i in index]
             states = [STATES.get(k) for k in keys]
             missing = [j for j, s in enumerate(states) if s is None]

