@@ -112,10 +112,13 @@ def _load_tokenizer(path: str):
 def _load_network(path: str, config):
     import transformers
 
+    # Encoder-decoder models (T5...): only the encoder gives token states.
+    for arch in getattr(config, "architectures", None) or ():
+        if arch.endswith("EncoderModel") and hasattr(transformers, arch):
+            return getattr(transformers, arch).from_pretrained(path)
+    model = transformers.AutoModel.from_pretrained(path)
     if getattr(config, "is_encoder_decoder", False):
-        model = transformers.AutoModelForTextEncoding.from_pretrained(path)
-    else:
-        model = transformers.AutoModel.from_pretrained(path)
+        return model.get_encoder()
     return model
 
 
@@ -274,27 +277,43 @@ def forward(hf: HFModel, docs: list[list[str]], batch_size: int) -> list[DocStat
             w, pos = _owner(len(content), wins)
             win = [first_row + x for x in w]
         plans.append((spans, win, pos, first_row))
-    n_pre = len(hf.prefix)
-    states = []
-    for start in range(0, len(rows), batch_size):
-        states.append(_run(hf, rows[start : start + batch_size], device))
-    hidden = torch.cat(states, 1) if len(states) > 1 else states[0]  # (L, n_rows, T, H)
+    n_pre, n_suf = len(hf.prefix), len(hf.suffix)
     lengths = torch.tensor([len(r) for r in rows])
-    T = hidden.shape[2]
-    offset = (T - (lengths + n_pre + len(hf.suffix))) if hf.pad_left else torch.zeros_like(lengths)
+    chunks = []  # (hidden (L, rows, T, H), per-row left offset) per forward batch
+    for start in range(0, len(rows), batch_size):
+        hidden = _run(hf, rows[start : start + batch_size], device)
+        lens = lengths[start : start + batch_size]
+        shift = hidden.shape[2] - (lens + n_pre + n_suf) if hf.pad_left else 0 * lens
+        chunks.append((hidden, shift))
     out = []
     for spans, win, pos, first_row in plans:
         win_t = torch.tensor(win, dtype=torch.long)
-        pos_t = torch.tensor(pos, dtype=torch.long) + n_pre + offset[win_t]
-        sub = hidden[:, win_t.to(hidden.device), pos_t.to(hidden.device)]
+        pos_t = torch.tensor(pos, dtype=torch.long) + n_pre
+        chunk_t = win_t // batch_size
+        first_chunk = first_row // batch_size
+        hidden, shift = chunks[first_chunk]
+        if not len(win) or bool((chunk_t == first_chunk).all()):
+            local = win_t - first_chunk * batch_size
+            sub = _gather(hidden, local, pos_t + shift[local])
+        else:  # a long document whose windows span several forward batches
+            sub = hidden.new_empty((hidden.shape[0], len(win), hidden.shape[3]))
+            for c in chunk_t.unique().tolist():
+                sel = chunk_t == c
+                local = win_t[sel] - c * batch_size
+                h, sh = chunks[c]
+                sub[:, sel.to(sub.device)] = _gather(h, local, pos_t[sel] + sh[local])
+        local = first_row - first_chunk * batch_size
         n_first = int(lengths[first_row])
-        spec_pos = list(range(n_pre)) + list(
-            range(n_pre + n_first, n_pre + n_first + len(hf.suffix))
-        )
-        spec_t = torch.tensor(spec_pos, dtype=torch.long) + int(offset[first_row])
-        special = hidden[:, first_row][:, spec_t.to(hidden.device)]
+        spec = list(range(n_pre)) + list(range(n_pre + n_first, n_pre + n_first + n_suf))
+        spec_t = torch.tensor(spec, dtype=torch.long) + int(shift[local])
+        special = _gather(hidden, torch.full_like(spec_t, local), spec_t)
         out.append(DocState(sub, special, spans.to(hidden.device)))
     return out
+
+
+def _gather(hidden: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``hidden[:, rows[k], positions[k]]`` for every k: (L, k, H)."""
+    return hidden[:, rows.to(hidden.device), positions.to(hidden.device)]
 
 
 def _run(hf: HFModel, rows: list[list[int]], device) -> torch.Tensor:
