@@ -4,6 +4,7 @@ from ._input import check_documents, whitespace_tokenizer
 from .base import BaseTokenEmbedder
 from .cache import cache_info, clear_cache, set_cache
 from .document import DocumentPoolEmbeddings, TransformerDocumentEmbeddings
+from .elmo import ELMoEmbeddings
 from .ragged import RaggedEmbeddings
 from .transformer import (
     BertEmbeddings,
@@ -22,6 +23,7 @@ __all__ = [
     "BaseTokenEmbedder",
     "BertEmbeddings",
     "DocumentPoolEmbeddings",
+    "ELMoEmbeddings",
     "OpenAIGPT2Embeddings",
     "OpenAIGPTEmbeddings",
     "RoBERTaEmbeddings",
