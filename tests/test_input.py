@@ -1,0 +1,68 @@
+"""Input handling: every accepted form of X, and every input error with its message."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from skembed import check_documents
+
+
+@pytest.mark.parametrize(
+    "X",
+    [
+        ["a b", "c"],
+        ("a b", "c"),
+        np.array(["a b", "c"], dtype=object),
+        np.array([["a b"], ["c"]], dtype=object),
+        pd.Series(["a b", "c"]),
+        pd.DataFrame({"text": ["a b", "c"]}),
+        [["a", "b"], ["c"]],
+        ["a b", ["c"]],
+        (d for d in ["a b", "c"]),
+    ],
+)
+def test_accepted_forms(X):
+    assert check_documents(X) == [["a", "b"], ["c"]]
+
+
+def test_callable_tokenizer_and_empty_documents():
+    assert check_documents(["a-b", ""], tokenizer=lambda s: s.split("-") if s else []) == [
+        ["a", "b"],
+        [],
+    ]
+    assert check_documents(["", "   ", []]) == [[], [], []]
+    assert check_documents([]) == []
+
+
+@pytest.mark.parametrize(
+    "X, error, message",
+    [
+        ("a bare string", TypeError, "single str"),
+        (b"bytes", TypeError, "single bytes"),
+        (42, TypeError, "iterable of documents"),
+        ({"a": 1}, TypeError, "iterable of documents"),
+        (["ok", None], ValueError, "Document 1 is missing"),
+        (["ok", float("nan")], ValueError, "Document 1 is missing"),
+        (pd.Series(["ok", None, "x"]), ValueError, "Document 1 is missing"),
+        ([3.5], TypeError, "Document 0 is 3.5"),
+        (["ok", "ok", 7], TypeError, "Document 2 is 7"),
+        ([b"raw"], TypeError, "Document 0 is bytes"),
+        ([["a", 1]], TypeError, "Document 0: token 1 is 1"),
+        ([["a", ["b"]]], TypeError, "Document 0: token 1 is a list"),
+        ([["a", None]], TypeError, "Document 0: token 1 is None"),
+        (pd.DataFrame({"a": ["x"], "b": ["y"]}), ValueError, "exactly one text column"),
+        (np.zeros((2, 2, 2)), ValueError, "1-D array"),
+    ],
+)
+def test_errors_name_the_document(X, error, message):
+    with pytest.raises(error, match=message):
+        check_documents(X)
+
+
+def test_bad_tokenizer():
+    with pytest.raises(ValueError, match="tokenizer must be"):
+        check_documents(["a"], tokenizer="spacy")
+    with pytest.raises(TypeError, match="Document 0: the tokenizer must return a list"):
+        check_documents(["a"], tokenizer=lambda s: 5)
+    with pytest.raises(TypeError, match="Document 0: token 0"):
+        check_documents(["a"], tokenizer=lambda s: [1])
