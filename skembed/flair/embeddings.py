@@ -1,0 +1,246 @@
+"""FlairEmbeddings: contextual string embeddings from a character LM, as a sklearn transformer."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import numbers
+from collections.abc import Hashable
+from os import PathLike
+
+import numpy as np
+import torch
+
+from ..base import BaseTokenEmbedder
+from .ids import is_lowercased, resolve_model_file
+from .lm import CharLM
+
+
+def token_positions(
+    tokens: list[str], is_forward_lm: bool, delimiter: str = "\n"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where each token's vector is read in the LM's input ``delimiter + text + " "``.
+
+    ``text`` is the tokens joined by single spaces (reversed for a backward LM). A forward LM
+    reads a token ``[s, e)`` of ``text`` at the character after it (``len(delimiter) + e``, the
+    space), a backward LM at ``len(delimiter) + len(text) - s``; without the whitespace, one
+    index less (the token's own last character).
+
+    Returns
+    -------
+    with_whitespace, without_whitespace : ndarray of int, shape (n_tokens,)
+
+    Examples
+    --------
+    >>> token_positions(["ab", "c"], True)
+    (array([3, 5]), array([2, 4]))
+    >>> token_positions(["ab", "c"], False)
+    (array([5, 2]), array([4, 1]))
+    """
+    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
+    ends = np.cumsum(lengths + 1) - 1
+    starts = ends - lengths
+    text_len = int(lengths.sum()) + max(len(tokens) - 1, 0)
+    offset = len(delimiter)
+    with_ws = offset + (ends if is_forward_lm else text_len - starts)
+    return with_ws, np.maximum(with_ws - 1, 0)
+
+
+def _fingerprint(lm: CharLM) -> str:
+    """A content hash of an in-memory LM, so clones share the model and state caches."""
+    digest = hashlib.sha1()
+    for key in ("is_forward_lm", "hidden_size", "nlayers", "nout", "recurrent_type"):
+        digest.update(repr(getattr(lm, key)).encode())
+    digest.update(lm.document_delimiter.encode("utf-8", "surrogatepass"))
+    digest.update(b"".join(lm.dictionary.idx2item))
+    for name, tensor in lm.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class FlairEmbeddings(BaseTokenEmbedder):
+    """Flair's contextual string embeddings: each word is a character LM's state around it.
+
+    A forward LM reads the text left to right and gives each word its state at the character
+    after it; a backward LM reads right to left and uses the state before the word. The vectors
+    equal Flair's for the same file and tokens. Stack a forward and a backward model (for
+    instance with :class:`~skembed.StackedEmbeddings`) as Flair's tutorials do.
+
+    Parameters
+    ----------
+    model : str, path or CharLM, default="news-forward"
+        A published Flair id (``"news-forward"``, ``"news-backward-fast"``, ``"multi-forward"``,
+        ``"de-forward"``, ``"pubmed-backward"``... see :data:`skembed.flair.PRETRAINED`; case
+        and language names such as ``"german-forward"`` are accepted as in Flair), a path to a
+        Flair ``.pt`` file or a training folder holding ``best-lm.pt``, or a :class:`CharLM`.
+        Ids resolve from the skembed cache, then Flair's cache (``~/.flair/embeddings`` or
+        ``$FLAIR_CACHE_ROOT``), then a download when allowed.
+    with_whitespace : bool, default=True
+        Read the state at the whitespace next to the word (True, Flair's default) or at its
+        last character. Both are stored, so switching reuses the cached forward pass.
+    chars_per_chunk : int, default=512
+        Characters run through the LSTM at a time (the state is carried over): bounds memory,
+        never changes results.
+    tokenizer : callable or None, default=None
+        Splits string documents into tokens (whitespace when None).
+    device : str, default="auto"
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:<index>"``.
+    batch_size : int, default=32
+        Documents per forward pass.
+    precision : {"float32", "float16", "bfloat16"}, default="float32"
+    show_progress_bar : bool, default=False
+
+    Attributes
+    ----------
+    n_features_out_ : int
+        Width of each token vector (the LM's ``nout``, or its hidden size).
+    device_ : str
+        The device the model runs on.
+
+    Examples
+    --------
+    >>> from skembed.flair import CharLM
+    >>> lm = CharLM("abcdefghijklmnopqrstuvwxyz ", hidden_size=16, embedding_size=8)
+    >>> emb = FlairEmbeddings(lm).fit()
+    >>> out = emb.transform(["the cat sat", "hello"])
+    >>> out[0].shape, out[1].shape
+    ((3, 16), (1, 16))
+    """
+
+    _feature_prefix = "flair"
+    _transient = BaseTokenEmbedder._transient + ("_resolved",)
+
+    def __init__(
+        self,
+        model="news-forward",
+        with_whitespace: bool = True,
+        chars_per_chunk: int = 512,
+        *,
+        tokenizer=None,
+        device: str = "auto",
+        batch_size: int = 32,
+        precision: str = "float32",
+        show_progress_bar: bool = False,
+    ):
+        self.model = model
+        self.with_whitespace = with_whitespace
+        self.chars_per_chunk = chars_per_chunk
+        self.tokenizer = tokenizer
+        self.device = device
+        self.batch_size = batch_size
+        self.precision = precision
+        self.show_progress_bar = show_progress_bar
+
+    # -- model -----------------------------------------------------------------
+    def _source(self) -> tuple:
+        """``("file", path, lowercase)`` or ``("lm", fingerprint)``, resolved once per value."""
+        given = self.model
+        if isinstance(given, CharLM):
+            # In-place training bumps tensor versions: then the fingerprint is recomputed.
+            snapshot = (id(given), sum(t._version for t in given.state_dict().values()))
+        elif isinstance(given, str | PathLike):
+            snapshot = str(given)
+        else:
+            raise TypeError(
+                "model must be a Flair id such as 'news-forward', a path to a Flair .pt file, "
+                f"or a skembed.flair.CharLM; got {type(given).__name__}."
+            )
+        cached = self.__dict__.get("_resolved")
+        if cached is None or cached[0] != snapshot:
+            if isinstance(given, CharLM):
+                source = ("lm", _fingerprint(given))
+            else:
+                path, model_id = resolve_model_file(given)
+                source = ("file", path.resolve(), is_lowercased(model_id))
+            cached = (snapshot, source)
+            self._resolved = cached
+        return cached[1]
+
+    def _model_key(self) -> Hashable:
+        source = self._source()
+        if source[0] == "lm":
+            return ("flair", "lm", source[1])
+        path = source[1]
+        stat = path.stat()  # a retrained file at the same path is a different model
+        return ("flair", str(path), stat.st_mtime_ns, stat.st_size, source[2])
+
+    def _load_model(self, device: torch.device) -> CharLM:
+        source = self._source()
+        if source[0] == "lm":
+            # Never move or switch the mode of the caller's module: run a copy.
+            lm = copy.deepcopy(self.model)
+        else:
+            lm = CharLM.load(source[1])
+        lm.lowercase = source[0] == "file" and source[2]
+        return lm.to(device).eval()
+
+    def _check_params(self, model: CharLM) -> None:
+        if not isinstance(self.with_whitespace, bool | np.bool_):
+            raise ValueError(
+                f"with_whitespace must be True or False, got {self.with_whitespace!r}."
+            )
+        cpc = self.chars_per_chunk
+        if not isinstance(cpc, numbers.Integral) or isinstance(cpc, bool) or cpc < 1:
+            raise ValueError(f"chars_per_chunk must be a positive integer, got {cpc!r}.")
+
+    def _n_features(self, model: CharLM) -> int:
+        return model.embedding_length
+
+    # -- forward and combine -----------------------------------------------------
+    def _forward(self, model: CharLM, docs: list[list[str]]) -> list[torch.Tensor]:
+        """Run the LM once over each document; keep its outputs at the tokens' two positions.
+
+        The state of a document is ``(2, n_tokens, dim)``: the outputs with and without the
+        whitespace, so ``with_whitespace`` is chosen in ``_combine``.
+        """
+        device = model.encoder.weight.device
+        delim = model.document_delimiter
+        texts = [" ".join(doc) for doc in docs]
+        if getattr(model, "lowercase", False):
+            # As Flair: lower-case the text, but keep the offsets of the original tokens.
+            texts = [t.lower() for t in texts]
+        ids = [
+            model.dictionary.encode(delim + (t if model.is_forward_lm else t[::-1]) + " ")
+            for t in texts
+        ]
+        # Positions to keep: per document, all "with whitespace" rows then all "without".
+        pos, counts = [], []
+        for doc in docs:
+            with_ws, without_ws = token_positions(doc, model.is_forward_lm, delim)
+            pos.append(np.concatenate([with_ws, without_ws]))
+            counts.append(len(doc))
+        cols = np.repeat(np.arange(len(docs)), [2 * n for n in counts])
+        pos = np.concatenate(pos)
+
+        # Padding sits after each text's end: a causal LSTM's earlier outputs never see it.
+        width = max(len(i) for i in ids)
+        batch = np.zeros((width, len(ids)), dtype=np.int64)
+        for j, row in enumerate(ids):
+            batch[: len(row), j] = row
+        batch = torch.from_numpy(batch).to(device)
+
+        rows = None
+        hidden = None
+        cpc = int(self.chars_per_chunk)
+        for start in range(0, width, cpc):
+            out, hidden = model.recurrent(batch[start : start + cpc], hidden)
+            take = np.flatnonzero((pos >= start) & (pos < start + cpc))
+            if rows is None:
+                rows = out.new_empty((len(pos), out.shape[-1]))
+            if len(take):
+                take_t = torch.from_numpy(take).to(device)
+                p = torch.from_numpy(pos[take] - start).to(device)
+                c = torch.from_numpy(cols[take]).to(device)
+                rows[take_t] = out[p, c]
+        # The projection is per position: apply it to the kept rows only.
+        rows = model.project(rows)
+        states, at = [], 0
+        for n in counts:
+            states.append(rows[at : at + 2 * n].reshape(2, n, -1).clone())
+            at += 2 * n
+        return states
+
+    def _combine(self, model: CharLM, states: list[torch.Tensor]) -> list[torch.Tensor]:
+        pick = 0 if self.with_whitespace else 1
+        return [s[pick] for s in states]
