@@ -16,6 +16,7 @@ from .transformer import (
     XLMEmbeddings,
     XLNetEmbeddings,
 )
+from .transfo_xl import TransformerXLEmbeddings  # noqa: F811 (replaces the placeholder above)
 
 __version__ = "0.1.0"
 
