@@ -119,8 +119,8 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
         key = (self._model_key(), str(device))
         if self.__dict__.get("_model_for") != key or "_model" not in self.__dict__:
             self._model = MODELS.get(key, lambda: self._load_model(device))
-            self._device = device
             self._model_for = key
+        self._device = device  # also on a refit, which drops it first
         return self._model
 
     def _state_prefix(self) -> tuple:
