@@ -6,6 +6,8 @@ from .cache import cache_info, clear_cache, set_cache
 from .document import DocumentPoolEmbeddings, TransformerDocumentEmbeddings
 from .elmo import ELMoEmbeddings
 from .ragged import RaggedEmbeddings
+from .stack import StackedEmbeddings
+from .tagging import split_tokens, token_xy
 from .transformer import (
     BertEmbeddings,
     OpenAIGPT2Embeddings,
@@ -17,6 +19,7 @@ from .transformer import (
     XLNetEmbeddings,
 )
 from .transfo_xl import TransformerXLEmbeddings  # noqa: F811 (replaces the placeholder above)
+from .word import WordEmbeddings
 
 __version__ = "0.1.0"
 
@@ -39,4 +42,8 @@ __all__ = [
     "clear_cache",
     "set_cache",
     "whitespace_tokenizer",
+    "StackedEmbeddings",
+    "WordEmbeddings",
+    "split_tokens",
+    "token_xy",
 ]
