@@ -167,7 +167,7 @@ def load_hf(path: str, device: torch.device) -> HFModel:
     positions = getattr(config, "max_position_embeddings", None) or getattr(
         config, "n_positions", None
     )
-    if positions:
+    if positions and positions > 0:  # XLNet reports -1: no absolute positions
         if config.model_type in ("roberta", "xlm-roberta", "camembert", "longformer"):
             positions -= (config.pad_token_id or 0) + 1  # positions start after the pad id
         limit = min(limit, positions) if limit else positions
