@@ -5,6 +5,7 @@ from .base import BaseTokenEmbedder
 from .cache import cache_info, clear_cache, set_cache
 from .document import DocumentPoolEmbeddings, TransformerDocumentEmbeddings
 from .elmo import ELMoEmbeddings
+from .flair import FlairEmbeddings
 from .ragged import RaggedEmbeddings
 from .stack import StackedEmbeddings
 from .tagging import split_tokens, token_xy
@@ -28,6 +29,7 @@ __all__ = [
     "BertEmbeddings",
     "DocumentPoolEmbeddings",
     "ELMoEmbeddings",
+    "FlairEmbeddings",
     "OpenAIGPT2Embeddings",
     "OpenAIGPTEmbeddings",
     "RoBERTaEmbeddings",

@@ -8,6 +8,7 @@ reads and writes Flair's ``.pt`` files), :func:`train_language_model`, :data:`PR
 from .embeddings import FlairEmbeddings, token_positions
 from .ids import PRETRAINED, canonical_id, resolve_model_file
 from .lm import CharLM
+from .train import TrainingResult, train_language_model
 from .unpickle import CharDictionary, UnsafeModelFileError
 
 __all__ = [
@@ -15,8 +16,10 @@ __all__ = [
     "CharDictionary",
     "CharLM",
     "FlairEmbeddings",
+    "TrainingResult",
     "UnsafeModelFileError",
     "canonical_id",
     "resolve_model_file",
     "token_positions",
+    "train_language_model",
 ]
