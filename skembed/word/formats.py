@@ -18,8 +18,9 @@ file is never held in memory whole.
 
 from __future__ import annotations
 
+import copyreg
 import gzip
-import io
+import importlib
 import pickle
 import warnings
 from collections.abc import Iterator
@@ -253,8 +254,7 @@ _BUILTINS = {("copyreg", "_reconstructor"), ("builtins", "object")}
 
 
 def _numpy_global(module: str, name: str):
-    import importlib
-
+    # numpy 2 moved numpy.core to numpy._core; files pickled under either name load.
     for mod in (module.replace("numpy.core", "numpy._core"), module):
         try:
             return getattr(importlib.import_module(mod), name)
@@ -268,14 +268,10 @@ class _KeyedVectorsUnpickler(pickle.Unpickler):
 
     def find_class(self, module, name):
         if (module, name) in _GENSIM_CLASSES:
-            import importlib
-
             return getattr(importlib.import_module(module), name)
         if (module, name) in _NUMPY_GLOBALS:
             return _numpy_global(module, name)
         if (module, name) in _BUILTINS:
-            import copyreg
-
             return copyreg._reconstructor if name == "_reconstructor" else object
         raise pickle.UnpicklingError(
             f"refusing to load {module}.{name}: a gensim KeyedVectors file holds no such object."
@@ -315,7 +311,7 @@ def iter_gensim(path: Path, chunk_rows: int | None = None) -> VectorFile:
     _require_gensim(path)
     with open(path, "rb") as f:
         try:
-            obj = _KeyedVectorsUnpickler(io.BufferedReader(f), encoding="latin1").load()
+            obj = _KeyedVectorsUnpickler(f, encoding="latin1").load()
         except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
             raise ValueError(f"{path} is not a readable gensim KeyedVectors file: {exc}") from exc
     state = getattr(obj, "__dict__", None)
