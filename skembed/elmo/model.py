@@ -124,7 +124,7 @@ class BiLSTM(nn.Module):
     ) -> torch.Tensor:
         """One layer, both directions at once; ``active[t]`` sentences are still running at t."""
         w_input, w_state, w_proj = self._weights(layer, dtype)
-        bias = self.bias[layer][:, None, None]
+        bias = self.bias[layer][:, None, None]  # broadcast over (time, batch)
         acc = bias.dtype  # accumulation dtype: the weights' own (float32 unless made double)
         cells = self.options.cell_dim
         cell_clip, proj_clip = self.options.cell_clip, self.options.proj_clip
@@ -133,25 +133,31 @@ class BiLSTM(nn.Module):
         h = inputs.new_zeros(2, batch, w_state.shape[1], dtype=acc)
         c = inputs.new_zeros(2, batch, cells, dtype=acc)
         chunk = max(1, _CHUNK_BYTES // (8 * batch * 4 * cells))
+        fused = dtype == acc  # baddbmm needs one dtype; half matmuls add in `acc` instead
         for t0 in range(0, time, chunk):
             t1, n0 = min(time, t0 + chunk), active[t0]
-            # Input projections of every still-running sentence for the whole chunk, in one matmul.
-            x = inputs[:, :n0, t0:t1].reshape(2, -1, inputs.shape[-1]).to(dtype)
-            proj_in = torch.bmm(x, w_input).to(acc).view(2, n0, t1 - t0, -1) + bias
+            # Input projections of every still-running sentence for the whole chunk, in one
+            # matmul, time-major so that each step reads one contiguous block per direction.
+            x = inputs[:, :n0, t0:t1].transpose(1, 2).reshape(2, -1, inputs.shape[-1])
+            proj_in = torch.bmm(x.to(dtype), w_input).to(acc).view(2, t1 - t0, n0, -1) + bias
             for t in range(t0, t1):
                 n = active[t]
                 # Sentences are sorted longest first, so the running ones are the first n rows.
-                gates = proj_in[:, :n, t - t0] + torch.bmm(h[:, :n].to(dtype), w_state).to(acc)
-                sig = torch.sigmoid(gates[..., : 3 * cells])
-                c = (
-                    sig[..., :cells] * torch.tanh(gates[..., 3 * cells :])
-                    + sig[..., cells : 2 * cells] * c[:, :n]
+                if fused:
+                    gates = torch.baddbmm(proj_in[:, t - t0, :n], h[:, :n], w_state)
+                else:
+                    gates = proj_in[:, t - t0, :n] + torch.bmm(h[:, :n].to(dtype), w_state).to(acc)
+                # In-place activations: `gates` is this step's own tensor.
+                sig = gates[..., : 3 * cells].sigmoid_()
+                candidate = gates[..., 3 * cells :].tanh_()
+                c = torch.addcmul(
+                    sig[..., cells : 2 * cells] * c[:, :n], sig[..., :cells], candidate
                 )
                 if cell_clip is not None:
-                    c = c.clamp(-cell_clip, cell_clip)
-                h = torch.bmm((sig[..., 2 * cells :] * torch.tanh(c)).to(dtype), w_proj).to(acc)
+                    c = c.clamp_(-cell_clip, cell_clip)
+                h = torch.bmm(torch.tanh(c).mul_(sig[..., 2 * cells :]).to(dtype), w_proj).to(acc)
                 if proj_clip is not None:
-                    h = h.clamp(-proj_clip, proj_clip)
+                    h = h.clamp_(-proj_clip, proj_clip)
                 out[:, :n, t] = h
         return out
 

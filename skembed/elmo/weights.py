@@ -106,7 +106,9 @@ def load_elmo(
     """
     options = ElmoOptions.from_file(options_path)
     w = read_weights(weights_path, options)
-    model = ElmoModel(options)
+    # Built on the meta device: no memory or random init for weights replaced right away.
+    with torch.device("meta"):
+        model = ElmoModel(options)
     P, C = options.projection_dim, options.cell_dim
     tensors = {}
     tensors["chars.embedding"] = np.concatenate(
@@ -137,8 +139,8 @@ def load_elmo(
         tensors[f"lstm.bias.{layer}"] = bias
         tensors[f"lstm.w_proj.{layer}"] = np.stack([w[c + "W_P_0"] for c in cells])
     state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}
-    model.load_state_dict(state, strict=True)
-    return model.to(device).eval()
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.requires_grad_(False).to(device).eval()
 
 
 def write_random_elmo(
