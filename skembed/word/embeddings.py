@@ -183,8 +183,16 @@ class WordEmbeddings(BaseTokenEmbedder):
         -------
         self
         """
-        super().fit(X, y)
-        self.path_ = str(self._model.path)
+        # Not BaseTokenEmbedder.fit: a lookup runs no network, so precision is only validated,
+        # never probed against the CPU.
+        self._check_common_params()
+        if X is not None:
+            self._documents(X)
+        self.__dict__.pop("_device", None)
+        model = self._get_model()
+        self.n_features_out_ = model.dim
+        self.device_ = str(self._device)
+        self.path_ = str(model.path)
         return self
 
     # -- lookups (no forward pass: nothing to cache) ------------------------------
