@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
+import subprocess
+import sys
 import warnings
 
 import torch
@@ -64,6 +67,34 @@ def check_precision(precision) -> torch.dtype:
             f"precision={precision!r} is not valid; choose one of {sorted(PRECISIONS)}."
         )
     return PRECISIONS[precision]
+
+
+@functools.cache
+def _cpu_matmul_works(precision: str) -> bool:
+    """Probe, in a child process, that a reduced-precision matrix product runs on this CPU.
+
+    Some virtual machines advertise AMX tiles that they do not enable: oneDNN then dies with
+    an illegal instruction, which no exception handler can catch, so it is tried elsewhere.
+    """
+    code = (
+        "import torch; a = torch.ones(64, 64, dtype=torch.%s); "
+        "l = torch.nn.Linear(64, 64).to(a.dtype); l(a @ a)" % precision
+    )
+    try:
+        return subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return True  # could not probe: let the real computation speak
+
+
+def check_cpu_precision(device: torch.device, precision: str) -> None:
+    """Refuse, with a clear error, a CPU precision that would crash this machine."""
+    if device.type != "cpu" or precision == "float32" or _cpu_matmul_works(precision):
+        return
+    raise ValueError(
+        f"precision={precision!r} crashes on this CPU (it advertises instructions, such as AMX, "
+        "that this machine does not enable). Use precision='float32', or set the environment "
+        "variable ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 before torch is imported."
+    )
 
 
 def autocast(device: torch.device, precision: str):

@@ -24,7 +24,7 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._device import autocast, check_device, check_precision, resolve_device
+from ._device import autocast, check_cpu_precision, check_device, check_precision, resolve_device
 from ._input import check_documents, resolve_tokenizer
 from .cache import MODELS, STATES
 from .ragged import RaggedEmbeddings
@@ -145,6 +145,7 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
             self._documents(X)
         self.__dict__.pop("_device", None)
         model = self._get_model()
+        check_cpu_precision(self._device, self.precision)
         self._check_params(model)
         self.n_features_out_ = int(self._n_features(model))
         self.device_ = str(self._device)
