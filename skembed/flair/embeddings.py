@@ -37,13 +37,38 @@ def token_positions(
     >>> token_positions(["ab", "c"], False)
     (array([5, 2]), array([4, 1]))
     """
-    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
-    ends = np.cumsum(lengths + 1) - 1
+    pos, _ = batch_positions([tokens], is_forward_lm, delimiter)
+    return pos[: len(tokens)], pos[len(tokens) :]
+
+
+def batch_positions(
+    docs: list[list[str]], is_forward_lm: bool, delimiter: str = "\n"
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`token_positions` of many documents at once, flat: ``(positions, columns)``.
+
+    Document ``b`` owns ``2 * n_b`` consecutive entries: its tokens' positions with the
+    whitespace, then without; ``columns`` repeats ``b`` for each.
+    """
+    counts = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
+    n = int(counts.sum())
+    lengths = np.fromiter((len(t) for d in docs for t in d), dtype=np.int64, count=n)
+    doc_of = np.repeat(np.arange(len(docs)), counts)
+    first = np.cumsum(counts) - counts  # index of each document's first token
+    total = np.cumsum(lengths + 1)  # running length of "tok " over all documents
+    base = np.where(first > 0, total[np.maximum(first - 1, 0)] if n else 0, 0)
+    ends = total - base[doc_of] - 1  # end of each token inside its own text
     starts = ends - lengths
-    text_len = int(lengths.sum()) + max(len(tokens) - 1, 0)
-    offset = len(delimiter)
-    with_ws = offset + (ends if is_forward_lm else text_len - starts)
-    return with_ws, np.maximum(with_ws - 1, 0)
+    if is_forward_lm:
+        with_ws = len(delimiter) + ends
+    else:
+        text_len = np.zeros(len(docs), dtype=np.int64)
+        np.add.at(text_len, doc_of, lengths + 1)
+        with_ws = len(delimiter) + (text_len - 1)[doc_of] - starts
+    local = np.arange(n) - first[doc_of]
+    pos = np.empty(2 * n, dtype=np.int64)
+    pos[2 * first[doc_of] + local] = with_ws
+    pos[2 * first[doc_of] + counts[doc_of] + local] = np.maximum(with_ws - 1, 0)
+    return pos, np.repeat(np.arange(len(docs)), 2 * counts)
 
 
 def _fingerprint(lm: CharLM) -> str:
@@ -200,39 +225,36 @@ class FlairEmbeddings(BaseTokenEmbedder):
         if getattr(model, "lowercase", False):
             # As Flair: lower-case the text, but keep the offsets of the original tokens.
             texts = [t.lower() for t in texts]
-        ids = [
-            model.dictionary.encode(delim + (t if model.is_forward_lm else t[::-1]) + " ")
-            for t in texts
-        ]
+        marked = [delim + (t if model.is_forward_lm else t[::-1]) + " " for t in texts]
+        ids = model.dictionary.encode("".join(marked))  # one lookup for the whole batch
         # Positions to keep: per document, all "with whitespace" rows then all "without".
-        pos, counts = [], []
-        for doc in docs:
-            with_ws, without_ws = token_positions(doc, model.is_forward_lm, delim)
-            pos.append(np.concatenate([with_ws, without_ws]))
-            counts.append(len(doc))
-        cols = np.repeat(np.arange(len(docs)), [2 * n for n in counts])
-        pos = np.concatenate(pos)
+        pos, cols = batch_positions(docs, model.is_forward_lm, delim)
+        counts = [len(doc) for doc in docs]
 
         # Padding sits after each text's end: a causal LSTM's earlier outputs never see it.
-        width = max(len(i) for i in ids)
-        batch = np.zeros((width, len(ids)), dtype=np.int64)
-        for j, row in enumerate(ids):
-            batch[: len(row), j] = row
+        width = max(len(m) for m in marked)
+        batch = np.zeros((width, len(marked)), dtype=np.int64)
+        at = 0
+        for j, text in enumerate(marked):
+            batch[: len(text), j] = ids[at : at + len(text)]
+            at += len(text)
         batch = torch.from_numpy(batch).to(device)
 
-        rows = None
-        hidden = None
+        hidden, pieces = None, []
         cpc = int(self.chars_per_chunk)
+        flat = pos * len(docs) + cols  # row of (position, column) in a (time * batch, dim) view
         for start in range(0, width, cpc):
             out, hidden = model.recurrent(batch[start : start + cpc], hidden)
             take = np.flatnonzero((pos >= start) & (pos < start + cpc))
-            if rows is None:
-                rows = out.new_empty((len(pos), out.shape[-1]))
             if len(take):
-                take_t = torch.from_numpy(take).to(device)
-                p = torch.from_numpy(pos[take] - start).to(device)
-                c = torch.from_numpy(cols[take]).to(device)
-                rows[take_t] = out[p, c]
+                index = torch.from_numpy(flat[take] - start * len(docs)).to(device)
+                pieces.append((take, out.reshape(-1, out.shape[-1]).index_select(0, index)))
+        if len(pieces) == 1:
+            rows = pieces[0][1]  # one chunk held every position, in order
+        else:
+            rows = pieces[0][1].new_empty((len(pos), pieces[0][1].shape[-1]))
+            for take, values in pieces:
+                rows.index_copy_(0, torch.from_numpy(take).to(device), values)
         # The projection is per position: apply it to the kept rows only.
         rows = model.project(rows)
         states, at = [], 0
