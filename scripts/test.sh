@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set everything up and run the test suite (offline), then lint.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh test
+export HF_HUB_OFFLINE=1 SKEMBED_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# Some VMs advertise AMX without enabling it; oneDNN's bfloat16 kernels then die (SIGILL).
+export ONEDNN_MAX_CPU_ISA="${ONEDNN_MAX_CPU_ISA:-AVX512_CORE_BF16}"
+"${PYTHON:-python3}" -m ruff check skembed tests
+"${PYTHON:-python3}" -m pytest -q --durations=15 "$@"

@@ -1,0 +1,34 @@
+"""The README's example and the shipped data set stay true to the code."""
+
+import re
+from pathlib import Path
+
+from skembed.datasets import load_reviews
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_reviews_dataset():
+    texts, labels = load_reviews()
+    assert len(texts) == len(labels) == 200
+    assert set(labels) == {"positive", "negative"}
+    frame = load_reviews(as_frame=True)
+    assert list(frame.columns) == ["text", "label"]
+
+
+def test_readme_example_runs(capsys):
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Ten lines\n\n```python\n(.*?)```", readme, re.S).group(1)
+    assert len(block.strip().splitlines()) <= 10
+    exec(compile(block, "README.md", "exec"), {})
+    assert "transformerembeddings__layers" in capsys.readouterr().out
+
+
+def test_cli_lists_quickstart(capsys):
+    import pytest
+
+    from skembed.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "quickstart" in capsys.readouterr().out
