@@ -77,8 +77,8 @@ def _cpu_matmul_works(precision: str) -> bool:
     an illegal instruction, which no exception handler can catch, so it is tried elsewhere.
     """
     code = (
-        "import torch; a = torch.ones(64, 64, dtype=torch.%s); "
-        "l = torch.nn.Linear(64, 64).to(a.dtype); l(a @ a)" % precision
+        f"import torch; a = torch.ones(64, 64, dtype=torch.{precision}); "
+        "l = torch.nn.Linear(64, 64).to(a.dtype); l(a @ a)"
     )
     try:
         return subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

@@ -182,9 +182,9 @@ def test_cached_and_uncached_results_are_identical(minilm_path):
 
 
 def test_state_cache_budget_evicts():
-    from skembed.cache import StateCache
-
     import torch
+
+    from skembed.cache import StateCache
 
     cache = StateCache(max_bytes=1000)
     for i in range(10):

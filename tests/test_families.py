@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from tiny_models import FAMILIES
 
 from skembed import (
     DocumentPoolEmbeddings,
@@ -15,7 +16,6 @@ from skembed import (
     XLMEmbeddings,
     XLNetEmbeddings,
 )
-from tiny_models import FAMILIES
 
 DOCS = [
     "the quick brown fox",
