@@ -9,17 +9,16 @@ from .flair import FlairEmbeddings
 from .ragged import RaggedEmbeddings
 from .stack import StackedEmbeddings
 from .tagging import split_tokens, token_xy
+from .transfo_xl import TransformerXLEmbeddings
 from .transformer import (
     BertEmbeddings,
     OpenAIGPT2Embeddings,
     OpenAIGPTEmbeddings,
     RoBERTaEmbeddings,
     TransformerEmbeddings,
-    TransformerXLEmbeddings,
     XLMEmbeddings,
     XLNetEmbeddings,
 )
-from .transfo_xl import TransformerXLEmbeddings  # noqa: F811 (replaces the placeholder above)
 from .word import WordEmbeddings
 
 __version__ = "0.1.0"

@@ -341,36 +341,3 @@ class RoBERTaEmbeddings(TransformerEmbeddings):
         show_progress_bar=False,
     ):
         _store(self, locals())
-
-
-class TransformerXLEmbeddings(TransformerEmbeddings):
-    """Transformer-XL token embeddings (placeholder until the native implementation lands).
-
-    transformers 5 removed Transformer-XL; ``fit`` raises a clear error.
-
-    Examples
-    --------
-    >>> TransformerXLEmbeddings().get_params()["layers"]
-    '1,2,3'
-    """
-
-    _feature_prefix = "transfoxl"
-
-    def __init__(
-        self,
-        pretrained_model_name_or_path="transfo-xl-wt103",
-        layers="1,2,3",
-        use_scalar_mix=False,
-        tokenizer=None,
-        device="auto",
-        batch_size=32,
-        precision="float32",
-        show_progress_bar=False,
-    ):
-        _store(self, locals())
-
-    def fit(self, X=None, y=None):
-        raise NotImplementedError(
-            "Transformer-XL was removed from transformers 5, so TransformerXLEmbeddings cannot "
-            "load it through transformers; a native implementation is on its way."
-        )

@@ -12,7 +12,6 @@ from skembed import (
     RoBERTaEmbeddings,
     TransformerDocumentEmbeddings,
     TransformerEmbeddings,
-    TransformerXLEmbeddings,
     XLMEmbeddings,
     XLNetEmbeddings,
 )
@@ -110,10 +109,3 @@ def test_roberta_fairseq_names_map_to_hugging_face():
     assert ALIASES["roberta.large"] == "FacebookAI/roberta-large"
     with pytest.raises(FileNotFoundError, match="FacebookAI/roberta-base"):
         RoBERTaEmbeddings("roberta.base").fit()
-
-
-def test_transformer_xl_placeholder_is_clear():
-    emb = TransformerXLEmbeddings()
-    assert emb.get_params()["layers"] == "1,2,3"
-    with pytest.raises(Exception, match="Transformer-XL|transfo-xl"):
-        emb.fit()
