@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from skembed.flair import CharLM, FlairEmbeddings, UnsafeModelFileError
-from skembed.flair.unpickle import load_pt
+from skembed.flair.unpickle import load_pt, save_pt
 
 CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,!?\n"
 DOCS = [
@@ -149,6 +149,9 @@ def test_save_load_round_trip_both_formats(tmp_path):
         assert back.dictionary == lm.dictionary
         for key, value in lm.state_dict().items():
             assert torch.equal(back.state_dict()[key], value), key
+    # Protocol 2 (bytes stored through _codecs.encode), as torch.save wrote by default.
+    save_pt(lm.file_state(legacy=True), tmp_path / "p2.pt", legacy=True, protocol=2)
+    assert CharLM.load(tmp_path / "p2.pt").dictionary == lm.dictionary
     state = load_pt(tmp_path / "m.pt")
     assert set(state) == {
         "state_dict",
@@ -215,8 +218,6 @@ def test_dictionary_state_is_checked(tmp_path):
     state = load_pt(path)
     bad = state["dictionary"]
     bad.__class__ = type("Odd", (type(bad),), {"__getstate__": lambda self: {"idx2item": [1]}})
-    from skembed.flair.unpickle import save_pt
-
     save_pt(state, tmp_path / "bad.pt")
     with pytest.raises(UnsafeModelFileError, match="non-bytes"):
         CharLM.load(tmp_path / "bad.pt")

@@ -221,10 +221,11 @@ _pickle_module.Unpickler = RestrictedUnpickler
 _pickle_module.load = _load
 
 
-def save_pt(obj: dict, path: str | PathLike, legacy: bool = False) -> None:
+def save_pt(obj: dict, path: str | PathLike, legacy: bool = False, protocol: int = 4) -> None:
     """``torch.save`` ``obj`` as Flair does: zip format, or the old format of Flair 0.4.x.
 
-    The file is written to a temporary name first, so an interrupted save never leaves a
+    Flair pickles with protocol 4; ``protocol=2`` (torch's old default) is there for tests of
+    files written by other tools. The file is written to a temporary name first, so an interrupted save never leaves a
     truncated model behind.
     """
     path = Path(path)
@@ -234,7 +235,7 @@ def save_pt(obj: dict, path: str | PathLike, legacy: bool = False) -> None:
         obj,
         buf,
         pickle_module=_pickle_module,
-        pickle_protocol=2 if legacy else 4,
+        pickle_protocol=protocol,
         _use_new_zipfile_serialization=not legacy,
     )
     tmp = path.with_name(path.name + ".tmp")
