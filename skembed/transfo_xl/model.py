@@ -77,27 +77,42 @@ class RelativeBlock(nn.Module):
         self.ff_norm = nn.LayerNorm(d, eps=eps)
 
     def attention(self, x, memory, pos, mask):
+        """``memory``: (batch, m, d) vectors, or the number m of fresh (zero) memory positions."""
         b, q = x.shape[:2]
+        fresh = memory if isinstance(memory, int) else 0
+        if isinstance(memory, int):
+            # Fresh positions are all zero vectors, so they share one key and one value:
+            # project a single zero vector instead of m of them (1600 for transfo-xl-wt103).
+            memory = x.new_zeros(b, 1, x.shape[2]) if fresh else None
         context = x if memory is None else torch.cat([memory, x], 1)
         if self.pre_lnorm:
             context = self.attn_norm(context)
-        k = context.shape[1]
-        heads = self.qkv(context).view(b, k, 3, self.n_head, self.d_head)
+        heads = self.qkv(context).view(b, context.shape[1], 3, self.n_head, self.d_head)
         query, key, value = heads[:, -q:, 0], heads[:, :, 1], heads[:, :, 2]
+        k = q + fresh if fresh else key.shape[1]
         rel = self.r_proj(pos).view(k, self.n_head, self.d_head)
-        content = torch.einsum("bihd,bjhd->bhij", query + self.r_w_bias, key)
         position = torch.einsum("bihd,jhd->bhij", query + self.r_r_bias, rel)
         # pos[p] encodes the distance k-1-p; query i (at key index k-q+i) sees key j at distance
         # k-q+i-j, i.e. pos index q-1-i+j. Indices outside the range only occur where masked.
         i = torch.arange(q, device=x.device)[:, None]
         j = torch.arange(k, device=x.device)[None, :]
         index = (q - 1 - i + j).clamp(0, k - 1).expand(b, self.n_head, q, k)
-        position = position.gather(3, index)
-        scores = (content + position).float() * self.d_head**-0.5
-        scores = scores.masked_fill(mask, torch.finfo(torch.float32).min)
+        scores = position.gather(3, index).float()
+        content = torch.einsum("bihd,bjhd->bhij", query + self.r_w_bias, key)
+        if fresh:  # column 0 is the key shared by the fresh positions
+            scores[..., :fresh] += content[..., :1]
+            scores[..., fresh:] += content[..., 1:]
+        else:
+            scores += content
+        scores.mul_(self.d_head**-0.5).masked_fill_(mask, torch.finfo(torch.float32).min)
         weights = scores.softmax(-1).to(value.dtype)
-        attended = torch.einsum("bhij,bjhd->bihd", weights, value).reshape(b, q, -1)
-        return self.out(attended)
+        if fresh:
+            shared = weights[..., :fresh].sum(-1)  # total weight on the fresh positions
+            attended = torch.einsum("bhij,bjhd->bihd", weights[..., fresh:], value[:, 1:])
+            attended = attended + torch.einsum("bhi,bhd->bihd", shared, value[:, 0])
+        else:
+            attended = torch.einsum("bhij,bjhd->bihd", weights, value)
+        return self.out(attended.reshape(b, q, -1))
 
     def forward(self, x, memory, pos, mask):
         if self.pre_lnorm:
@@ -152,32 +167,29 @@ class TransfoXL(nn.Module):
             mask = mask | torch.tril(ones, -(q - overflow if overflow > 0 else q))
         return mask
 
-    def forward(self, ids: torch.Tensor, memory: list[torch.Tensor] | None = None):
+    def forward(self, ids: torch.Tensor, memory: list[torch.Tensor] | None = None, carry=True):
         """One segment: ``ids`` (batch, q), right-padded; ``memory`` one (batch, m, d) per layer.
 
-        Returns every hidden state (``n_layer + 1`` tensors of shape (batch, q, d)) and the
-        memory for the next segment (None when ``mem_len`` is 0). Padding after a document's
-        last word never reaches its words: attention only looks back.
+        Without ``memory`` the segment starts fresh, as transformers 4.x does without ``mems``:
+        from ``mem_len`` zero vectors per layer. Returns every hidden state (``n_layer + 1``
+        tensors of shape (batch, q, d)) and the memory for the next segment (None when
+        ``mem_len`` is 0 or ``carry`` is false). Padding after a document's last word never reaches its words:
+        attention only looks back.
         """
-        q = ids.shape[1]
-        m = memory[0].shape[1] if memory is not None else 0
+        b, q = ids.shape
+        keep = max(self.config.mem_len, 0)
+        m = memory[0].shape[1] if memory is not None else keep
         pos = self._positions(q + m)
         mask = self._mask(q, m, ids.device)
         hidden = [self.embed(ids)]
         for i, block in enumerate(self.blocks):
-            hidden.append(block(hidden[-1], None if memory is None else memory[i], pos, mask))
-        new_memory = None
-        if memory is not None:
-            keep = self.config.mem_len
-            new_memory = [torch.cat([mem, h], 1)[:, -keep:] for mem, h in zip(memory, hidden)]
-        return hidden, new_memory
-
-    def fresh_memory(self, batch: int) -> list[torch.Tensor] | None:
-        """Zeros of ``mem_len`` positions per layer, as transformers 4.x starts a sequence."""
-        if self.config.mem_len <= 0:
-            return None
-        shape = (batch, self.config.mem_len, self.config.d_model)
-        return [torch.zeros(shape, device=self.inv_freq.device) for _ in self.blocks]
+            hidden.append(block(hidden[-1], m if memory is None else memory[i], pos, mask))
+        if keep == 0 or not carry:
+            return hidden, None
+        if memory is None:
+            memory = [h.new_zeros(b, keep, h.shape[2]) for h in hidden[:-1]]
+        # The memory holds each layer's input at the last mem_len positions.
+        return hidden, [torch.cat([mem, h], 1)[:, -keep:] for mem, h in zip(memory, hidden)]
 
     def encode(self, documents: list[list[int]]) -> list[torch.Tensor]:
         """Every hidden state of every document: one (n_layer + 1, n_words, d_model) tensor each.
@@ -188,14 +200,15 @@ class TransfoXL(nn.Module):
         device, size = self.inv_freq.device, self.config.tgt_len
         parts: list[list[torch.Tensor]] = [[] for _ in documents]
         active = [i for i, doc in enumerate(documents) if doc]
-        memory = self.fresh_memory(len(active))
+        memory = None  # fresh
         start = 0
         while active:
             segments = [documents[i][start : start + size] for i in active]
             ids = torch.zeros(len(active), max(map(len, segments)), dtype=torch.long)
             for row, seg in enumerate(segments):
                 ids[row, : len(seg)] = torch.tensor(seg)
-            hidden, memory = self(ids.to(device), memory)
+            carry = any(len(documents[i]) > start + size for i in active)
+            hidden, memory = self(ids.to(device), memory, carry)
             hidden = torch.stack(hidden, 1)  # (batch, n_layer + 1, q, d)
             for row, (i, seg) in enumerate(zip(active, segments)):
                 parts[i].append(hidden[row, :, : len(seg)])
