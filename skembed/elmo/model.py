@@ -124,7 +124,7 @@ class BiLSTM(nn.Module):
     ) -> torch.Tensor:
         """One layer, both directions at once; ``active[t]`` sentences are still running at t."""
         w_input, w_state, w_proj = self._weights(layer, dtype)
-        bias = self.bias[layer][:, None, None]  # broadcast over (time, batch)
+        bias = self.bias[layer][:, None]  # broadcast over the rows of each direction
         acc = bias.dtype  # accumulation dtype: the weights' own (float32 unless made double)
         cells = self.options.cell_dim
         cell_clip, proj_clip = self.options.cell_clip, self.options.proj_clip
@@ -139,7 +139,11 @@ class BiLSTM(nn.Module):
             # Input projections of every still-running sentence for the whole chunk, in one
             # matmul, time-major so that each step reads one contiguous block per direction.
             x = inputs[:, :n0, t0:t1].transpose(1, 2).reshape(2, -1, inputs.shape[-1])
-            proj_in = torch.bmm(x.to(dtype), w_input).to(acc).view(2, t1 - t0, n0, -1) + bias
+            if fused:  # the bias rides along in the matmul: no extra pass over a large tensor
+                proj_in = torch.baddbmm(bias, x, w_input)
+            else:
+                proj_in = torch.bmm(x.to(dtype), w_input).to(acc) + bias
+            proj_in = proj_in.view(2, t1 - t0, n0, -1)
             for t in range(t0, t1):
                 n = active[t]
                 # Sentences are sorted longest first, so the running ones are the first n rows.
