@@ -3,9 +3,11 @@
 from ._input import check_documents, whitespace_tokenizer
 from .base import BaseTokenEmbedder
 from .cache import cache_info, clear_cache, set_cache
+from .character import CharacterEmbeddings
 from .document import DocumentPoolEmbeddings, TransformerDocumentEmbeddings
 from .elmo import ELMoEmbeddings
 from .flair import FlairEmbeddings
+from .flair.pooled import PooledFlairEmbeddings
 from .ragged import RaggedEmbeddings
 from .stack import StackedEmbeddings
 from .tagging import split_tokens, token_xy
@@ -26,9 +28,11 @@ __version__ = "0.1.0"
 __all__ = [
     "BaseTokenEmbedder",
     "BertEmbeddings",
+    "CharacterEmbeddings",
     "DocumentPoolEmbeddings",
     "ELMoEmbeddings",
     "FlairEmbeddings",
+    "PooledFlairEmbeddings",
     "OpenAIGPT2Embeddings",
     "OpenAIGPTEmbeddings",
     "RoBERTaEmbeddings",

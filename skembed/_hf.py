@@ -7,6 +7,7 @@ The forward pass returns, per document, every layer's states of its sub-tokens p
 from __future__ import annotations
 
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,16 @@ def resolve_model(name) -> str:
                 "folder written by save_pretrained (config.json, weights, tokenizer files)."
             )
         return str(path)
+    if path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name:
+        # A path, not a Hub name (those are "name" or "org/name"): say so plainly.
+        raise not_found(
+            "transformer model folder",
+            name,
+            [path.resolve()],
+            (),
+            "Expected a folder written by save_pretrained (config.json, weights, tokenizer "
+            "files), or a Hugging Face model name such as 'bert-base-uncased'.",
+        )
     if name.lower() in PACKAGED_MINILM:
         packaged = packaged_minilm_path()
         if packaged is not None:
@@ -109,6 +120,31 @@ def _load_tokenizer(path: str):
     return tok
 
 
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
+
+
+def _checked_tokenizer(path: str):
+    """The folder's tokenizer; an error naming the folder when its files are missing or broken.
+
+    transformers builds an empty tokenizer (special tokens only) for a folder without tokenizer
+    files, which would embed every word as [UNK]: that is refused here.
+    """
+    try:
+        tok = _load_tokenizer(path)
+    except Exception as exc:
+        raise ValueError(
+            f"Could not load the tokenizer in {path}: {exc}. Expected the tokenizer files written "
+            "by the tokenizer's save_pretrained (tokenizer.json, or vocab files)."
+        ) from exc
+    names = {"tokenizer.json", *getattr(type(tok), "vocab_files_names", {}).values()}
+    if not any((Path(path) / name).is_file() for name in names):
+        raise ValueError(
+            f"{path} has no tokenizer files: expected one of {sorted(names)}. Save the "
+            "tokenizer into the model folder too (tokenizer.save_pretrained(folder))."
+        )
+    return tok
+
+
 def _load_network(path: str, config):
     import transformers
 
@@ -148,13 +184,18 @@ def load_hf(path: str, device: torch.device) -> HFModel:
         ) from exc
     from transformers.utils import logging as hf_logging
 
-    tok = _load_tokenizer(path)
+    tok = _checked_tokenizer(path)
     progress = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # no "Loading weights" bar on every fit
     try:
         model = _load_network(path, config)
     except Exception as exc:
-        raise ValueError(f"Could not load the model weights in {path}: {exc}") from exc
+        found = sorted(p.name for p in Path(path).iterdir() if p.suffix in _WEIGHT_SUFFIXES)
+        raise ValueError(
+            f"Could not load the model weights in {path} (found {found or 'no weight files'}): "
+            f"{exc}. Expected complete model.safetensors or pytorch_model.bin file(s) written by "
+            "save_pretrained; a truncated download gives this error, fetch the model again."
+        ) from exc
     finally:
         if progress:
             hf_logging.enable_progress_bar()
@@ -205,14 +246,35 @@ def load_hf(path: str, device: torch.device) -> HFModel:
     )
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _clip(ids: list[int], limit: int) -> list[int]:
+    """A word's sub-tokens, at most ``limit``: its first and last ones when it has more.
+
+    A word longer than a window (a 1 MB blob pasted as one token) would otherwise cost one
+    forward pass per half window for a single output row; first/last pooling stay exact.
+    """
+    if len(ids) <= limit:
+        return ids
+    head = limit // 2
+    return ids[:head] + ids[len(ids) - (limit - head) :]
+
+
 def word_ids(hf: HFModel, words: list[str]) -> list[list[int]]:
-    """Sub-token ids of each word, tokenized as a pre-split word; a word with none gets [UNK]."""
+    """Sub-token ids of each word, tokenized as a pre-split word; a word with none gets [UNK].
+
+    A word with more sub-tokens than a window keeps its first and last ones (see ``_clip``).
+    """
     cache = hf.word_ids
     found = {w: cache.get(w) for w in set(words)}
     new = [w for w, ids in found.items() if ids is None]
     if new:
-        encoded = hf.tokenizer(new, add_special_tokens=False)["input_ids"]
-        fresh = {w: (ids or hf.unk_ids) for w, ids in zip(new, encoded)}
+        # Lone surrogates (text decoded with "surrogateescape") are not valid Unicode and the
+        # tokenizers refuse them: read each as U+FFFD, as decoding with errors="replace" would.
+        texts = [_SURROGATE.sub("\ufffd", w) for w in new]
+        encoded = hf.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        fresh = {w: (_clip(ids, hf.window) or hf.unk_ids) for w, ids in zip(new, encoded)}
         found.update(fresh)
         with hf.lock:
             if len(cache) > 500_000:  # bound the memory of the word cache
@@ -247,11 +309,18 @@ def _owner(n: int, windows: list[tuple[int, int]]) -> tuple[list[int], list[int]
     """For each sub-token, the window where it is farthest from an edge, and its position there."""
     starts = torch.tensor([s for s, _ in windows])
     ends = torch.tensor([e for _, e in windows])
-    i = torch.arange(n)[:, None]
-    margin = torch.minimum(i - starts, ends - 1 - i)
-    margin[(i < starts) | (i >= ends)] = -1
-    best = margin.argmax(1)
-    return best.tolist(), (torch.arange(n) - starts[best]).tolist()
+    i = torch.arange(n)
+    # Starts and ends both increase, so the windows holding i are a short run [first, last]:
+    # scan that run instead of an (n, n_windows) table (quadratic on very long documents).
+    first = torch.searchsorted(ends, i, right=True)
+    last = torch.searchsorted(starts, i, right=True) - 1
+    best, margin = first, torch.minimum(i - starts[first], ends[first] - 1 - i)
+    for k in range(1, int((last - first).max()) + 1):
+        cand = torch.minimum(first + k, last)
+        m = torch.minimum(i - starts[cand], ends[cand] - 1 - i)
+        better = m > margin  # strict: ties keep the earlier window, as argmax did
+        best, margin = torch.where(better, cand, best), torch.where(better, m, margin)
+    return best.tolist(), (i - starts[best]).tolist()
 
 
 def forward(hf: HFModel, docs: list[list[str]], batch_size: int) -> list[DocState]:

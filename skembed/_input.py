@@ -33,6 +33,15 @@ def resolve_tokenizer(tokenizer) -> Tokenizer:
     )
 
 
+def _show(value, limit: int = 60) -> str:
+    """A short, plain rendering of an offending value for error messages."""
+    if isinstance(value, numbers.Number) and not isinstance(value, bool | np.bool_):
+        text = str(value)  # 2.5, not np.float64(2.5)
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + " ...)"
+
+
 def _is_missing(doc) -> bool:
     if doc is None:
         return True
@@ -96,7 +105,7 @@ def check_tokens(tokens, index: int) -> list[str]:
                     "string or a flat list of token strings (nested lists are not allowed)."
                 )
             raise TypeError(
-                f"Document {index}: token {j} is {tok!r} of type {type(tok).__name__}; "
+                f"Document {index}: token {j} is {_show(tok)} of type {type(tok).__name__}; "
                 "tokens must be strings."
             )
     return out
@@ -143,7 +152,7 @@ def check_documents(X, tokenizer=None) -> list[list[str]]:
             out.append(check_tokens(tokens, i))
         elif _is_missing(doc):
             raise ValueError(
-                f"Document {i} is missing ({doc!r}); fill or drop missing texts first, "
+                f"Document {i} is missing ({_show(doc)}); fill or drop missing texts first, "
                 "e.g. X.fillna('') or X.dropna()."
             )
         elif isinstance(doc, bytes | bytearray):
@@ -152,7 +161,7 @@ def check_documents(X, tokenizer=None) -> list[list[str]]:
             out.append(check_tokens(doc, i))
         else:
             raise TypeError(
-                f"Document {i} is {doc!r} of type {type(doc).__name__}; a document must be "
+                f"Document {i} is {_show(doc)} of type {type(doc).__name__}; a document must be "
                 "a string or a list of token strings."
             )
     return out

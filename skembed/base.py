@@ -11,11 +11,17 @@ A token embedder is split in two, so that grid searches cost one forward pass:
 Subclasses implement ``_model_key``, ``_load_model``, ``_forward``, ``_combine`` and
 ``_n_features``; this class does input validation, lazy loading through the process-wide model
 cache, device and precision, length-sorted batching, progress bars, pickling and tags.
+
+Out of GPU memory during a forward pass, the batch is halved and retried (warned once per
+estimator); ``_forward`` implementations that batch internally (e.g. windows of long documents)
+read the current limit with :meth:`BaseTokenEmbedder._forward_batch_size`.
 """
 
 from __future__ import annotations
 
+import contextvars
 import numbers
+import warnings
 from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
@@ -29,6 +35,18 @@ from ._input import check_documents, resolve_tokenizer
 from .cache import MODELS, STATES
 from .ragged import RaggedEmbeddings
 
+# Rows per forward pass after an out-of-memory retry; per thread, so concurrent calls never mix.
+_BATCH_LIMIT: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "skembed_batch_limit", default=None
+)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for an accelerator running out of memory (CUDA, and MPS's plain RuntimeError)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
 
 def check_choice(name: str, value, choices: Sequence) -> None:
     """Raise a ValueError listing ``choices`` when ``value`` is not one of them."""
@@ -40,7 +58,7 @@ class TextTransformerMixin(TransformerMixin):
     """Tags, ``set_output`` and pickling shared by every skembed estimator."""
 
     # Attributes holding loaded weights: dropped when pickling, reloaded lazily.
-    _transient: tuple[str, ...] = ("_model", "_device", "_model_for")
+    _transient: tuple[str, ...] = ("_model", "_device", "_model_for", "_oom_warned")
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -111,6 +129,12 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
     def _doc_cost(self, doc: list[str]) -> int:
         """Sort key for length-sorted batching (longest documents first)."""
         return sum(len(t) for t in doc) + len(doc)
+
+    def _forward_batch_size(self) -> int:
+        """Rows per forward pass for ``_forward``'s own batching: ``batch_size``, or less while
+        retrying after the device ran out of memory."""
+        limit = _BATCH_LIMIT.get()
+        return self.batch_size if limit is None else max(1, min(self.batch_size, limit))
 
     # -- model -----------------------------------------------------------------
     def _get_model(self):
@@ -209,6 +233,7 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
         empty = torch.zeros((0, self.n_features_out_), device=self._device)
         order = sorted(range(len(docs)), key=lambda i: -self._doc_cost(docs[i]))
         batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+        budget = [self.batch_size]  # shrinks for the rest of the call after running out of memory
         if self.show_progress_bar:
             from tqdm.auto import tqdm
 
@@ -219,8 +244,7 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
             states = [STATES.get(k) for k in keys]
             missing = [j for j, s in enumerate(states) if s is None]
             if missing:
-                with torch.inference_mode(), autocast(self._device, self.precision):
-                    new = self._forward(model, [docs[index[j]] for j in missing])
+                new = self._forward_fitting(model, docs, [index[j] for j in missing], budget)
                 for j, state in zip(missing, new):
                     states[j] = state
                     STATES.put(keys[j], state)
@@ -228,3 +252,53 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
                 tensors = self._combine(model, states) if index else []
             by_doc = dict(zip(index, tensors))
             yield batch, [by_doc[i].float() if i in by_doc else empty for i in batch]
+
+    def _forward_fitting(
+        self, model, docs: list[list[str]], index: list[int], budget: list[int]
+    ) -> list:
+        """``_forward`` on ``docs[i] for i in index``, halving the batch when memory runs out.
+
+        ``budget[0]`` is the current batch size; it stays halved for the rest of the call, so
+        one out-of-memory error is not paid again on every later batch.
+        """
+        states: list = []
+        start = 0
+        while start < len(index):
+            size = budget[0]
+            part = [docs[i] for i in index[start : start + size]]
+            token = _BATCH_LIMIT.set(size)
+            try:
+                with torch.inference_mode(), autocast(self._device, self.precision):
+                    states.extend(self._forward(model, part))
+                start += len(part)
+                continue
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                if size == 1:
+                    doc = index[start]
+                    raise type(exc)(
+                        f"Document {doc} ({len(docs[doc])} tokens) does not fit in the memory "
+                        f"of {self._device} even alone. Split it, use a smaller model or "
+                        "precision='float16', or run on device='cpu'."
+                    ) from exc
+            finally:
+                _BATCH_LIMIT.reset(token)
+            # Retry outside the except block, so the failed attempt's tensors can be freed.
+            budget[0] = max(1, size // 2)
+            self._warn_out_of_memory(size, budget[0])
+            if self._device.type == "cuda":
+                torch.cuda.empty_cache()
+        return states
+
+    def _warn_out_of_memory(self, size: int, new_size: int) -> None:
+        if self.__dict__.get("_oom_warned"):
+            return
+        self._oom_warned = True
+        warnings.warn(
+            f"{type(self).__name__} ran out of memory on {self._device} with a batch of {size}; "
+            f"retrying with smaller batches ({new_size}). Set batch_size={new_size} or lower "
+            "to avoid the retries.",
+            RuntimeWarning,
+            stacklevel=4,
+        )

@@ -24,7 +24,8 @@ class _HFEmbedder(BaseTokenEmbedder):
         return _hf.load_hf(self._model_key()[1], device)
 
     def _forward(self, model, docs):
-        return _hf.forward(model, docs, self.batch_size)
+        # Windows per forward pass: batch_size, or less while retrying after out-of-memory.
+        return _hf.forward(model, docs, self._forward_batch_size())
 
 
 class TransformerEmbeddings(_HFEmbedder):

@@ -155,7 +155,7 @@ class ElmoOptions:
         path = Path(path)
         try:
             options = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(
                 f"{path} is not valid JSON ({exc}); is it an ELMo options file?"
             ) from exc

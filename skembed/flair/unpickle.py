@@ -194,6 +194,12 @@ def load_pt(path: str | PathLike) -> object:
             "SequenceTagger) rather than a language model, save its language model with Flair's "
             "LanguageModel.save first, and only open files from sources you trust."
         ) from None
+    except Exception as exc:  # truncated, empty, or not a torch file at all
+        raise ValueError(
+            f"Could not read {path} ({type(exc).__name__}: {exc}). Expected a Flair language-model "
+            "file written by torch.save (Flair's LanguageModel.save or skembed's CharLM.save); it "
+            "may be truncated (download it again) or be another kind of file."
+        ) from exc
 
 
 class _FlairPickler(pickle._Pickler):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -68,7 +69,12 @@ class TransfoXLConfig:
     def from_file(cls, path: str | Path) -> TransfoXLConfig:
         """Read ``config.json``; check that it describes a Transformer-XL model skembed can run."""
         path = Path(path)
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path} is not valid JSON ({exc}); expected a config.json.") from exc
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a JSON object (a model configuration).")
         kind = raw.get("model_type", "transfo-xl")
         if kind != "transfo-xl":
             raise ValueError(
@@ -160,16 +166,32 @@ def _not_found(name, looked, repo, hint=""):
         "written by save_pretrained of transformers 4.x."
     )
     return not_found(
-        "Transformer-XL model", name, looked, [f"https://huggingface.co/{repo}"], f"{hint}\n{fix}"
+        "Transformer-XL model",
+        name,
+        looked,
+        [f"https://huggingface.co/{repo}"],
+        "\n".join(filter(None, [hint, fix])),
     )
 
 
 def _load_file(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refused a global: never run it
+        raise ValueError(
+            f"{path}: refused by torch.load(weights_only=True), which allows tensors and plain "
+            f"data only ({exc}). Only open model files from sources you trust."
+        ) from exc
+    except Exception as exc:  # truncated or not a weights file
+        raise ValueError(
+            f"Could not read the weights in {path} ({type(exc).__name__}: {exc}). Expected a "
+            "complete model.safetensors or pytorch_model.bin; the file may be truncated "
+            "(download it again)."
+        ) from exc
 
 
 def load_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
