@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -20,7 +17,14 @@ from sklearn.pipeline import Pipeline
 
 import skembed
 from skembed import DocumentPoolEmbeddings, ELMoEmbeddings
-from skembed.elmo import ELMO_MODELS, ElmoModel, ElmoOptions, resolve_elmo, write_random_elmo
+from skembed.elmo import (
+    ELMO_MODELS,
+    ElmoModel,
+    ElmoOptions,
+    load_elmo,
+    resolve_elmo,
+    write_random_elmo,
+)
 from skembed.resolve import ModelNotFoundError
 
 DATA = Path(__file__).parent / "data" / "elmo"
@@ -151,55 +155,47 @@ def test_grid_search_over_mode_and_pooling_runs_the_network_once(tiny_elmo, coun
     assert sum(count_forward) == len(docs)
 
 
-HALF_PRECISION_SCRIPT = """
-import json, sys
-import numpy as np
-from skembed import ELMoEmbeddings
-files = tuple(sys.argv[1:3])
-docs = ["The U.S. Centers for Disease Control", "Brent North Sea crude for November"]
-ref = ELMoEmbeddings(model=files, device="cpu").fit().transform(docs).to_numpy()
-result = {}
-for precision in ("float16", "bfloat16"):
-    out = ELMoEmbeddings(model=files, device="cpu", precision=precision).fit().transform(docs)
-    got = out.to_numpy()
-    result[precision] = {
-        "dtype": str(out.data.dtype),
-        "max_abs": float(np.abs(got - ref).max()),
-        "corr": float(np.corrcoef(got.ravel(), ref.ravel())[0, 1]),
-    }
-result["ref_max"] = float(np.abs(ref).max())
-print(json.dumps(result))
-"""
+DOCS = ["The U.S. Centers for Disease Control", "Brent North Sea crude for November"]
 
 
-def test_half_precision_stays_close_to_float32():
-    # A subprocess: on some virtual machines the CPU reports AMX that the kernel does not
-    # enable, and oneDNN's bfloat16 kernels die with SIGILL; capping oneDNN's ISA avoids that
-    # (the cap is only an upper bound, harmless elsewhere).
-    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX512_CORE_BF16")
-    run = subprocess.run(
-        [sys.executable, "-c", HALF_PRECISION_SCRIPT, *FIXTURE],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+# oneDNN is switched off in these two tests: on some virtual machines the CPU reports AMX that
+# the kernel does not enable, and oneDNN's half-precision kernels then fail or kill the process.
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")
+@pytest.mark.parametrize("dtype, max_abs", [(torch.float16, 0.01), (torch.bfloat16, 0.1)])
+def test_lstm_math_under_autocast(dtype, max_abs):
+    model = load_elmo(*FIXTURE)
+    docs = [d.split() for d in DOCS]
+    with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=False):
+        ref = torch.cat([s.flatten() for s in model(docs)]).numpy()
+        with torch.autocast("cpu", dtype=dtype):
+            states = model(docs)
     # Matmuls round to 11 (float16) or 8 (bfloat16) mantissa bits; cells stay float32.
-    for precision, max_abs in (("float16", 0.01), ("bfloat16", 0.1)):
-        assert result[precision]["dtype"] == "torch.float32"
-        assert result[precision]["max_abs"] < max_abs, result
-        assert result[precision]["corr"] > 0.9999, result
+    assert all(s.dtype == torch.float32 for s in states)
+    got = torch.cat([s.flatten() for s in states]).numpy()
+    assert 0 < np.abs(got - ref).max() < max_abs
+    assert np.corrcoef(got, ref)[0, 1] > 0.9999
+
+
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")
+def test_float16_precision_through_the_estimator():
+    ref = ELMoEmbeddings(model=FIXTURE, device="cpu").fit().transform(DOCS).to_numpy()
+    elmo = ELMoEmbeddings(model=FIXTURE, device="cpu", precision="float16")
+    try:
+        elmo.fit()
+    except ValueError as exc:  # skembed refuses a precision this CPU cannot run
+        pytest.skip(str(exc))
+    with torch.backends.mkldnn.flags(enabled=False):
+        out = elmo.transform(DOCS)
+    assert out.data.dtype == torch.float32
+    assert 0 < np.abs(out.to_numpy() - ref).max() < 0.01
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("precision", ["float32", "float16", "bfloat16"])
 def test_cuda_matches_cpu(precision):
-    docs = ["The U.S. Centers for Disease Control", "Brent North Sea crude for November"]
-    ref = ELMoEmbeddings(model=FIXTURE, device="cpu").fit().transform(docs).to_numpy()
-    out = ELMoEmbeddings(model=FIXTURE, device="cuda", precision=precision).fit().transform(docs)
+    ref = ELMoEmbeddings(model=FIXTURE, device="cpu").fit().transform(DOCS).to_numpy()
+    out = ELMoEmbeddings(model=FIXTURE, device="cuda", precision=precision).fit().transform(DOCS)
     assert out.data.device.type == "cuda"
     tolerance = {"float32": 1e-4, "float16": 0.01, "bfloat16": 0.1}[precision]
     assert np.abs(out.to_numpy() - ref).max() < tolerance
