@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import numbers
+import warnings
 from collections.abc import Hashable
 
 import numpy as np
@@ -243,7 +244,10 @@ class CharacterEmbeddings(BaseTokenEmbedder):
         where = {w: i for i, w in enumerate(words)}
         feats = model(words)
         device = feats.device
-        return [feats[torch.as_tensor([where[t] for t in doc], device=device)] for doc in docs]
+        return [
+            feats[torch.as_tensor([where[t] for t in doc], dtype=torch.long, device=device)]
+            for doc in docs
+        ]
 
     def _combine(self, model: CharBiLSTM, states: list[torch.Tensor]) -> list[torch.Tensor]:
         return states
@@ -312,7 +316,8 @@ class CharacterEmbeddings(BaseTokenEmbedder):
             tokens = [t for doc in batch for t in doc]
             words = list(dict.fromkeys(tokens))
             where = {w: k for k, w in enumerate(words)}
-            feats = model(words)[torch.as_tensor([where[t] for t in tokens], device=device)]
+            at = torch.as_tensor([where[t] for t in tokens], dtype=torch.long, device=device)
+            feats = model(words)[at]
             if token_level:
                 target = torch.cat([codes[starts[i] : starts[i + 1]] for i in index])
             else:
@@ -331,7 +336,8 @@ class CharacterEmbeddings(BaseTokenEmbedder):
 
         params = list(model.parameters()) + list(head.parameters())
         optimizer = torch.optim.Adam(params, lr=self.learning_rate)
-        best, best_state, waited = np.inf, None, 0
+        best, waited = np.inf, 0
+        best_state = copy.deepcopy(model.state_dict())  # kept if the loss never becomes finite
         epochs = range(self.max_epochs)
         if self.show_progress_bar:
             from tqdm.auto import tqdm
@@ -351,6 +357,7 @@ class CharacterEmbeddings(BaseTokenEmbedder):
                 optimizer.step()
                 total, count = total + float(loss.detach()), count + n
             self.loss_curve_.append(total / max(count, 1))
+            score = self.loss_curve_[-1]
             if n_val:
                 model.eval()
                 with torch.no_grad():
@@ -358,23 +365,26 @@ class CharacterEmbeddings(BaseTokenEmbedder):
                         loss_of(val[s : s + self.batch_size])
                         for s in range(0, n_val, self.batch_size)
                     ]
-                score = sum(float(p[0]) for p in parts) / max(sum(p[1] for p in parts), 1)
+                n_targets = sum(p[1] for p in parts)
+                if n_targets:  # held-out documents without tokens: use the training loss
+                    score = sum(float(p[0]) for p in parts) / n_targets
                 self.validation_loss_curve_.append(score)
-            else:
-                score = self.loss_curve_[-1]
             if self.show_progress_bar:
                 epochs.set_postfix(loss=f"{self.loss_curve_[-1]:.4f}", val=f"{score:.4f}")
             if score < best:
-                best, best_state, waited, self.best_epoch_ = (
-                    score,
-                    copy.deepcopy(model.state_dict()),
-                    0,
-                    epoch,
-                )
+                best, waited, self.best_epoch_ = score, 0, epoch
+                best_state = copy.deepcopy(model.state_dict())
             else:
                 waited += 1
                 if waited >= self.n_iter_no_change:
                     break
+        if self.best_epoch_ is None:
+            warnings.warn(
+                "CharacterEmbeddings: the loss was never finite (lower learning_rate?); the "
+                "untrained weights are kept.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         model.load_state_dict(best_state)
         model.eval()
         self.classes_ = classes
