@@ -1,0 +1,280 @@
+"""Run fitted skembed estimators and pipelines on Dask collections, partition by partition.
+
+A fitted estimator pickles without its weights, so shipping it to Dask workers is cheap; each
+worker process loads the model once (through :data:`skembed.cache.MODELS`) the first time a
+partition needs it and reuses it for every later partition. The output schema is built from the
+fitted estimator's feature names, so Dask never runs the model just to infer ``meta``.
+
+Two output shapes:
+
+* document level (a pooler, a document embedder, or a pipeline whose output is 2-D): one row
+  per document, the input partition's index, one column per output feature;
+* token level (a token embedder such as :class:`~skembed.TransformerEmbeddings`): one row per
+  token, the index label of its document repeated, then ``position``, ``token`` and one column
+  per feature (Dask has no MultiIndex; ``(index, position)`` identifies a row).
+
+This module needs the ``dask`` extra: ``pip install "skembed[dask]"``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
+
+from .base import TextTransformerMixin, check_choice
+from .document import _DocumentOutput
+from .ragged import RaggedEmbeddings
+
+try:
+    import dask.dataframe as dd
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        'skembed.dask needs Dask: pip install "skembed[dask]" '
+        '(or pip install "dask[dataframe]" distributed pyarrow).'
+    ) from exc
+
+METHODS = ("transform", "predict", "predict_proba")
+
+
+def _final_step(estimator):
+    """The step whose output the caller receives (the last non-passthrough step of a Pipeline)."""
+    while isinstance(estimator, Pipeline):
+        steps = [s for _, s in estimator.steps if s not in (None, "passthrough")]
+        if not steps:
+            raise ValueError("The pipeline has no step other than 'passthrough'.")
+        estimator = steps[-1]
+    return estimator
+
+
+def is_token_level(estimator) -> bool:
+    """Whether ``estimator.transform`` returns token vectors (:class:`RaggedEmbeddings`).
+
+    Decided from the classes of the steps, never by running the model.
+
+    Examples
+    --------
+    >>> from skembed import DocumentPoolEmbeddings, TransformerEmbeddings
+    >>> is_token_level(TransformerEmbeddings()), is_token_level(DocumentPoolEmbeddings())
+    (True, False)
+    """
+    last = _final_step(estimator)
+    return isinstance(last, TextTransformerMixin) and not isinstance(last, _DocumentOutput)
+
+
+def _resolve_dtype(estimator, method: str, dtype) -> np.dtype:
+    if dtype is not None:
+        return np.dtype(dtype)
+    last = _final_step(estimator)
+    if method == "predict":
+        return np.asarray(getattr(last, "classes_", np.zeros(0))).dtype
+    # skembed estimators output float32; other sklearn steps (PCA...) usually float64.
+    return np.dtype(np.float32 if isinstance(last, TextTransformerMixin) else np.float64)
+
+
+def _columns(estimator, method: str) -> list[str]:
+    if method == "predict_proba":
+        return [str(c) for c in _final_step(estimator).classes_]
+    try:
+        names = estimator.get_feature_names_out()
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise TypeError(
+            f"{type(estimator).__name__}.get_feature_names_out() failed ({exc}); the output "
+            "columns of a Dask transform must be known before running the model. Make every "
+            "step support get_feature_names_out, or use map_partitions with your own meta."
+        ) from exc
+    return [str(n) for n in names]
+
+
+def _wrap(out, index, estimator, method: str, dtype) -> pd.DataFrame | pd.Series:
+    """Put an estimator's output for one partition into the frame that :func:`output_meta` describes."""
+    if isinstance(out, RaggedEmbeddings):
+        # One row per token: the document's label repeated, then position, token, features.
+        lengths = out.lengths
+        position = np.concatenate([np.arange(n) for n in lengths] or [np.zeros(0, np.int64)])
+        frame = pd.DataFrame(
+            out.to_numpy().astype(dtype, copy=False),
+            index=pd.Index(index).repeat(lengths),
+            columns=_columns(estimator, method),
+        )
+        frame.insert(0, "position", position.astype(np.int64))
+        tokens = [t for toks in out.tokens for t in toks]
+        frame.insert(1, "token", pd.array(tokens, dtype=pd.StringDtype()))
+        return frame
+    if hasattr(out, "detach"):  # output="torch" gives a tensor, possibly on a GPU
+        out = out.detach().cpu().numpy()
+    values = np.asarray(out.to_numpy() if hasattr(out, "to_numpy") else out)
+    values = values.astype(dtype, copy=False)
+    if method == "predict":
+        return pd.Series(values, index=index, name="prediction")
+    return pd.DataFrame(values, index=index, columns=_columns(estimator, method))
+
+
+def output_meta(estimator, index=None, method: str = "transform", dtype=None):
+    """The empty pandas object describing the output of :func:`transform` (Dask's ``meta``).
+
+    Built from the fitted estimator's feature names and classes only: the model does not run.
+
+    Parameters
+    ----------
+    estimator : fitted skembed estimator or Pipeline
+    index : pandas Index, optional
+        An index whose dtype and name the output keeps; a RangeIndex when omitted.
+    method : {"transform", "predict", "predict_proba"}, default="transform"
+    dtype : numpy dtype, optional
+        Dtype of the feature columns: float32 after a skembed step, float64 after others.
+
+    Examples
+    --------
+    >>> from skembed import TransformerDocumentEmbeddings
+    >>> emb = TransformerDocumentEmbeddings().fit()
+    >>> meta = output_meta(emb)
+    >>> meta.shape, str(meta.dtypes.iloc[0])
+    ((0, 384), 'float32')
+    """
+    check_choice("method", method, METHODS)
+    check_is_fitted(estimator)
+    dtype = _resolve_dtype(estimator, method, dtype)
+    index = pd.RangeIndex(0) if index is None else index[:0]
+    if method == "predict":
+        empty = np.zeros(0)
+    elif method == "transform" and is_token_level(estimator):
+        names = _columns(estimator, method)
+        empty = RaggedEmbeddings.from_list([], [], names, dim=len(names))
+    else:
+        empty = np.zeros((0, len(_columns(estimator, method))))
+    return _wrap(empty, index, estimator, method, dtype)
+
+
+def embed_partition(part, estimator, method: str = "transform", dtype=None, partition_info=None):
+    """Apply ``estimator.<method>`` to one pandas partition; the result follows :func:`output_meta`.
+
+    This is the function :func:`transform` maps over the partitions; use it directly with
+    ``map_partitions``, ``dask.delayed`` or on any pandas Series.
+
+    Parameters
+    ----------
+    part : pandas Series or one-column DataFrame
+        The documents of one partition.
+    estimator : fitted skembed estimator or Pipeline
+    method : {"transform", "predict", "predict_proba"}, default="transform"
+    dtype : numpy dtype, optional
+        As in :func:`output_meta`.
+    partition_info : dict, optional
+        Filled in by Dask; its partition number is added to input errors.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from skembed import TransformerDocumentEmbeddings
+    >>> emb = TransformerDocumentEmbeddings().fit()
+    >>> embed_partition(pd.Series(["a text", "another"], index=[10, 11]), emb).shape
+    (2, 384)
+    """
+    if len(part) == 0:  # sklearn steps such as PCA refuse zero rows
+        return output_meta(estimator, part.index, method, dtype)
+    try:
+        out = getattr(estimator, method)(part)
+    except (TypeError, ValueError) as exc:
+        _add_location(exc, part, partition_info)
+        raise
+    return _wrap(out, part.index, estimator, method, _resolve_dtype(estimator, method, dtype))
+
+
+def _add_location(exc: Exception, part, partition_info) -> None:
+    """Say which partition and index label an input error of skembed (``Document i ...``) is about."""
+    where = f"Dask partition {partition_info['number']}" if partition_info else "This partition"
+    match = re.match(r"Document (\d+)", str(exc))
+    if match and int(match.group(1)) < len(part):
+        label = part.index[int(match.group(1))]
+        label = label.item() if isinstance(label, np.generic) else label
+        exc.add_note(f"{where}: document {match.group(1)} is the row with index label {label!r}.")
+    else:
+        exc.add_note(f"Raised while embedding {where.lower()}.")
+
+
+def _series(data, column):
+    if isinstance(data, dd.DataFrame):
+        if column is None:
+            if len(data.columns) != 1:
+                raise ValueError(
+                    f"data has columns {list(data.columns)[:5]}: pass column='the text column'."
+                )
+            column = data.columns[0]
+        return data[column]
+    if isinstance(data, dd.Series):
+        return data
+    raise TypeError(
+        f"data must be a Dask Series or DataFrame, got {type(data).__name__}; "
+        "for pandas use dask.dataframe.from_pandas(data, npartitions=...)."
+    )
+
+
+def transform(estimator, data, *, column=None, method: str = "transform", dtype=None):
+    """Embed a Dask collection of documents lazily, one task per partition.
+
+    Parameters
+    ----------
+    estimator : fitted skembed estimator or Pipeline
+        Shipped to the workers without its weights; each worker process loads the model once.
+    data : dask Series or DataFrame
+        The documents (strings or token lists).
+    column : str, optional
+        The text column when ``data`` is a DataFrame with several columns.
+    method : {"transform", "predict", "predict_proba"}, default="transform"
+        Which method of ``estimator`` to apply (``predict`` for a pipeline ending in a
+        classifier gives a Series named ``"prediction"``).
+    dtype : numpy dtype, optional
+        Dtype of the feature columns (float32 for skembed outputs, float64 for other steps).
+
+    Returns
+    -------
+    dask DataFrame (or Series for ``predict``)
+        Columns are the estimator's feature names; the partition index (and divisions) are
+        kept. Token-level estimators give one row per token (see the module docstring).
+
+    Examples
+    --------
+    >>> import dask.dataframe as dd, pandas as pd
+    >>> from skembed import TransformerDocumentEmbeddings
+    >>> import skembed.dask
+    >>> emb = TransformerDocumentEmbeddings().fit()
+    >>> texts = dd.from_pandas(pd.Series(["one text", "two", "three"]), npartitions=2)
+    >>> skembed.dask.transform(emb, texts).compute().shape
+    (3, 384)
+    """
+    series = _series(data, column)
+    dtype = _resolve_dtype(estimator, method, dtype)
+    meta = output_meta(estimator, series._meta.index, method, dtype)
+    # The index passes through unchanged, so Dask keeps the divisions.
+    return series.map_partitions(
+        embed_partition, estimator, method, dtype, meta=meta, transform_divisions=False
+    )
+
+
+def to_parquet(estimator, data, path, *, column=None, method: str = "transform", **kwargs):
+    """Embed ``data`` and write the result to Parquet, each partition by the worker that made it.
+
+    Nothing is gathered in the client; a partition's vectors are written as soon as they are
+    computed. ``kwargs`` go to :meth:`dask.dataframe.DataFrame.to_parquet` (``compute=False``
+    returns a lazy object to compute later). Read back with ``dask.dataframe.read_parquet``.
+
+    Examples
+    --------
+    >>> import tempfile, dask.dataframe as dd, pandas as pd
+    >>> from skembed import TransformerDocumentEmbeddings
+    >>> import skembed.dask
+    >>> emb = TransformerDocumentEmbeddings().fit()
+    >>> texts = dd.from_pandas(pd.Series(["one text", "two", "three"]), npartitions=2)
+    >>> folder = tempfile.mkdtemp()
+    >>> skembed.dask.to_parquet(emb, texts, folder)
+    >>> dd.read_parquet(folder).compute().shape
+    (3, 384)
+    """
+    out = transform(estimator, data, column=column, method=method)
+    if method == "predict":
+        out = out.to_frame()
+    return out.to_parquet(path, **kwargs)
