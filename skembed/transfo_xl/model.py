@@ -76,8 +76,9 @@ class RelativeBlock(nn.Module):
         self.ff_out = nn.Linear(config.d_inner, d)
         self.ff_norm = nn.LayerNorm(d, eps=eps)
 
-    def attention(self, x, memory, pos, mask):
-        """``memory``: (batch, m, d) vectors, or the number m of fresh (zero) memory positions."""
+    def attention(self, x, memory, rel, mask):
+        """``memory``: (batch, m, d) vectors, or the number m of fresh (zero) memory positions;
+        ``rel``: the projected encodings of the distances k-1, ..., 0 (k = m + q keys)."""
         b, q = x.shape[:2]
         fresh = memory if isinstance(memory, int) else 0
         if isinstance(memory, int):
@@ -90,10 +91,10 @@ class RelativeBlock(nn.Module):
         heads = self.qkv(context).view(b, context.shape[1], 3, self.n_head, self.d_head)
         query, key, value = heads[:, -q:, 0], heads[:, :, 1], heads[:, :, 2]
         k = q + fresh if fresh else key.shape[1]
-        rel = self.r_proj(pos).view(k, self.n_head, self.d_head)
+        rel = rel.to(query.dtype).view(k, self.n_head, self.d_head)
         position = torch.einsum("bihd,jhd->bhij", query + self.r_r_bias, rel)
-        # pos[p] encodes the distance k-1-p; query i (at key index k-q+i) sees key j at distance
-        # k-q+i-j, i.e. pos index q-1-i+j. Indices outside the range only occur where masked.
+        # rel[p] encodes the distance k-1-p; query i (at key index k-q+i) sees key j at distance
+        # k-q+i-j, i.e. rel index q-1-i+j. Indices outside the range only occur where masked.
         i = torch.arange(q, device=x.device)[:, None]
         j = torch.arange(k, device=x.device)[None, :]
         index = (q - 1 - i + j).clamp(0, k - 1).expand(b, self.n_head, q, k)
@@ -114,11 +115,11 @@ class RelativeBlock(nn.Module):
             attended = torch.einsum("bhij,bjhd->bihd", weights, value)
         return self.out(attended.reshape(b, q, -1))
 
-    def forward(self, x, memory, pos, mask):
+    def forward(self, x, memory, rel, mask):
         if self.pre_lnorm:
-            h = x + self.attention(x, memory, pos, mask)
+            h = x + self.attention(x, memory, rel, mask)
             return h + self.ff_out(F.relu(self.ff_in(self.ff_norm(h))))
-        h = self.attn_norm(x + self.attention(x, memory, pos, mask))
+        h = self.attn_norm(x + self.attention(x, memory, rel, mask))
         return self.ff_norm(h + self.ff_out(F.relu(self.ff_in(h))))
 
 
@@ -149,13 +150,25 @@ class TransfoXL(nn.Module):
         """Hidden states per position, the embedding layer included."""
         return self.config.n_layer + 1
 
-    def _positions(self, k: int) -> torch.Tensor:
-        """Sinusoid encodings of the distances k-1, ..., 0 (capped at ``clamp_len``)."""
-        dist = torch.arange(k - 1, -1, -1.0, device=self.inv_freq.device)
-        if self.config.clamp_len > 0:
-            dist = dist.clamp(max=self.config.clamp_len)
-        angles = torch.outer(dist, self.inv_freq)
-        return torch.cat([angles.sin(), angles.cos()], -1)
+    def _relative(self, k: int) -> list[torch.Tensor]:
+        """Each block's projected encodings of the distances k-1, ..., 0.
+
+        They depend on the distance only, so each block projects the distances 0 ..
+        ``mem_len + tgt_len`` once (in float32) and every call takes a slice: otherwise every
+        batch would project ``mem_len + q`` sinusoids per layer again.
+        """
+        table = self.__dict__.get("_rel_table")
+        if table is None or table[0].shape[0] < k or table[0].device != self.inv_freq.device:
+            size = max(k, self.config.mem_len + self.config.tgt_len)
+            dist = torch.arange(size, dtype=torch.float32, device=self.inv_freq.device)
+            if self.config.clamp_len > 0:
+                dist = dist.clamp(max=self.config.clamp_len)
+            angles = torch.outer(dist, self.inv_freq)
+            pos = torch.cat([angles.sin(), angles.cos()], -1)
+            with torch.autocast(pos.device.type, enabled=False):
+                table = [block.r_proj(pos) for block in self.blocks]
+            self.__dict__["_rel_table"] = table
+        return [t[:k].flip(0) for t in table]
 
     def _mask(self, q: int, m: int, device) -> torch.Tensor:
         """True where query i may not see key j: the future and, with ``same_length``, keys
@@ -179,11 +192,11 @@ class TransfoXL(nn.Module):
         b, q = ids.shape
         keep = max(self.config.mem_len, 0)
         m = memory[0].shape[1] if memory is not None else keep
-        pos = self._positions(q + m)
+        rel = self._relative(q + m)
         mask = self._mask(q, m, ids.device)
         hidden = [self.embed(ids)]
         for i, block in enumerate(self.blocks):
-            hidden.append(block(hidden[-1], m if memory is None else memory[i], pos, mask))
+            hidden.append(block(hidden[-1], m if memory is None else memory[i], rel[i], mask))
         if keep == 0 or not carry:
             return hidden, None
         if memory is None:
