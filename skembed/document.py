@@ -97,7 +97,7 @@ class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimato
         self.output = output
 
     def fit(self, X, y=None):
-        """Fit the wrapped embedder, or record the size of the incoming token vectors."""
+        """Fit the wrapped embedder (passing ``y`` on), or record the size of the token vectors."""
         check_choice("pooling", self.pooling, POOLINGS)
         check_choice("output", self.output, OUTPUTS)
         if self.embeddings is None:
@@ -110,7 +110,7 @@ class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimato
                     "embeddings must be a skembed token embedder (e.g. TransformerEmbeddings), "
                     f"got {type(self.embeddings).__name__}."
                 )
-            self.embeddings_ = clone(self.embeddings).fit(X)
+            self.embeddings_ = clone(self.embeddings).fit(X, y)
             self.n_features_in_ = int(self.embeddings_.n_features_out_)
         return self
 

@@ -161,7 +161,9 @@ class StackedEmbeddings(TextTransformerMixin, _BaseComposition, auto_wrap_output
         ----------
         X : documents, optional
             Split once (see ``tokenizer``) and passed to the members as token lists.
-        y : ignored
+        y : array-like, optional
+            Passed to every member's ``fit`` (members that learn, such as a trainable
+            ``CharacterEmbeddings``, use it; the others ignore it).
 
         Returns
         -------
@@ -170,7 +172,7 @@ class StackedEmbeddings(TextTransformerMixin, _BaseComposition, auto_wrap_output
         self._check_members()
         docs = self._documents(X) if X is not None else None
         for _, member in self._active():
-            member.fit(docs)
+            member.fit(docs, y)
         self.n_features_out_ = int(sum(m.n_features_out_ for _, m in self._active()))
         return self
 

@@ -200,3 +200,16 @@ def test_long_tokens_are_split_into_bounded_calls():
         together = model(words)
         alone = torch.cat([model([w]) for w in words])
     torch.testing.assert_close(together, alone, rtol=0, atol=1e-6)
+
+
+def test_wrappers_pass_labels_on_to_a_trainable_member():
+    from skembed import DocumentPoolEmbeddings, StackedEmbeddings
+
+    docs = [["Paris", "is", "big"], ["a", "small", "town"]] * 4
+    labels = [1, 0] * 4
+    pooled = DocumentPoolEmbeddings(small(random_state=0, max_epochs=2)).fit(docs, labels)
+    assert pooled.embeddings_.best_epoch_ is not None  # trained on the labels
+    stack = StackedEmbeddings([("chars", small(random_state=0, max_epochs=2))]).fit(docs, labels)
+    assert stack.embeddings[0][1].best_epoch_ is not None
+    untrained = DocumentPoolEmbeddings(small(random_state=0)).fit(docs)
+    assert untrained.embeddings_.best_epoch_ is None
