@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
@@ -182,6 +183,35 @@ def test_bad_folders_and_parameters(tmp_path, monkeypatch):
         embedder(layers="9").fit()
     with pytest.raises(ValueError, match="use_scalar_mix"):
         embedder(use_scalar_mix="yes").fit()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(same_length=True, mem_len=0), "same_length"),
+        (dict(attn_type=2), "attn_type"),
+        (dict(model_type="gpt2"), "not a Transformer-XL"),
+    ],
+)
+def test_unsupported_configs_are_refused(tmp_path, change, message):
+    folder = tmp_path / "m"
+    shutil.copytree(DATA / "model_b", folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(ValueError, match=message):
+        embedder(folder).fit()
+
+
+def test_words_past_the_embedding_table_are_unknown(tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(DATA / "model_c", folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "vocab_size": 74}))
+    weights = load_file(folder / "model.safetensors")
+    weights["word_emb.emb_layers.1.weight"] = weights["word_emb.emb_layers.1.weight"][:-1]
+    save_file(weights, folder / "model.safetensors")
+    loaded = load_transfo_xl(folder)
+    assert loaded.vocab.ids(["<formula>", "the"]) == [0, 2]  # id 74 has no embedding
 
 
 def test_mismatched_config_and_weights(tmp_path):

@@ -48,6 +48,7 @@ def load_transfo_xl(folder: str | Path, device="cpu") -> LoadedTransfoXL:
     config = TransfoXLConfig.from_file(folder / "config.json")
     net = TransfoXL.from_state_dict(config, load_state_dict(folder), source=str(folder))
     vocab = load_vocabulary(folder)
+    vocab.limit(config.vocab_size)
     return LoadedTransfoXL(net.to(device), vocab, config)
 
 

@@ -157,6 +157,16 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.index)
 
+    def limit(self, n: int) -> None:
+        """Forget words whose id has no embedding in a model of ``n`` words (they become unknown).
+
+        transformers' tokenizer adds ``<formula>`` after the trained words, past the end of
+        some models' embedding table.
+        """
+        self.index = {w: i for w, i in self.index.items() if i < n}
+        if self.unk_id is not None and self.unk_id >= n:
+            self.unk_id = None
+
     def ids(self, words: Sequence[str], doc_index: int | None = None) -> list[int]:
         """The id of every word (``unk_id`` for unknown words)."""
         if self.lower_case:
