@@ -159,10 +159,10 @@ def resolve_folder(name) -> Path:
 
 def _not_found(name, looked, repo, hint=""):
     local = skembed_home() / "transformers" / repo.replace("/", "--")
-    patterns = " ".join(f'"{f}"' for f in FILES if "*" not in f)
     fix = (
-        f"Fetch it on a machine with internet: `hf download {repo} --local-dir {local} "
-        f"--include {patterns}` (then copy that folder here), or pass the path of a folder "
+        f"Fetch it on a machine with internet: `hf download {repo} config.json "
+        f"pytorch_model.bin vocab.pkl --local-dir {local}` (name model.safetensors instead "
+        "if the repository has it; then copy that folder here), or pass the path of a folder "
         "written by save_pretrained of transformers 4.x."
     )
     return not_found(
