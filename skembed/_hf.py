@@ -191,6 +191,12 @@ def load_hf(path: str, device: torch.device) -> HFModel:
         model = _load_network(path, config)
     except Exception as exc:
         found = sorted(p.name for p in Path(path).iterdir() if p.suffix in _WEIGHT_SUFFIXES)
+        if "weights only load failed" in str(exc).lower():  # torch.load(weights_only=True)
+            raise ValueError(
+                f"Refusing the model weights in {path} (found {found}): they refer to code, which "
+                f"loading never runs ({exc}). Use model.safetensors files, and only model files "
+                "from sources you trust."
+            ) from exc
         raise ValueError(
             f"Could not load the model weights in {path} (found {found or 'no weight files'}): "
             f"{exc}. Expected complete model.safetensors or pytorch_model.bin file(s) written by "

@@ -118,7 +118,9 @@ def make(name: str, files: dict, tiny_model, **common):
             make("FlairEmbeddings", files, tiny_model, **common), S.DocumentPoolEmbeddings()
         )
     if name.startswith("TransformerDocumentEmbeddings"):
-        return S.TransformerDocumentEmbeddings(hf, pooling="mean" if family == "bert" else "cls", **common)
+        return S.TransformerDocumentEmbeddings(
+            hf, pooling="mean" if family == "bert" else "cls", **common
+        )
     raise ValueError(f"unknown embedder {name!r}")
 
 

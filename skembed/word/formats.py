@@ -298,7 +298,13 @@ def _gensim_array(path: Path, state: dict, names: tuple[str, ...]) -> tuple[np.n
     for name in names:
         side = path.with_name(f"{path.name}.{name}.npy")
         if side.is_file():
-            return np.load(side, mmap_mode="r", allow_pickle=False), (side,)
+            try:
+                return np.load(side, mmap_mode="r", allow_pickle=False), (side,)
+            except ValueError as exc:  # object arrays are pickles: never loaded
+                raise ValueError(
+                    f"{side} is not a plain numeric array ({exc}); refusing to load it, since "
+                    "an array of Python objects is a pickle that may run code."
+                ) from exc
     raise FileNotFoundError(
         f"{path}: the vectors of this gensim file are stored beside it, but "
         f"{path.name}.vectors.npy was not found in {path.parent}. Keep both files together."
