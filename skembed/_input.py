@@ -55,8 +55,18 @@ def _is_missing(doc) -> bool:
         return False
 
 
-def _documents_of(X) -> Sequence:
-    """The sequence of documents in ``X`` (list, tuple, 1-D array, Series, one-column frame)."""
+def _labels(index) -> list | None:
+    """A pandas index's labels, unless it is the default 0..n-1 (then positions say it all)."""
+    import pandas as pd
+
+    if isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1:
+        return None
+    return list(index)
+
+
+def _documents_of(X) -> tuple[Sequence, list | None]:
+    """The documents in ``X`` (list, tuple, 1-D array, Series, one-column frame), and the
+    pandas index labels of a Series or frame whose index is not the default one."""
     if isinstance(X, str | bytes):
         raise TypeError(
             "Expected an iterable of documents (a list of strings or of token lists), "
@@ -73,39 +83,39 @@ def _documents_of(X) -> Sequence:
                     f"Expected a DataFrame with exactly one text column, got {X.shape[1]} "
                     f"columns {list(X.columns)[:5]}: select the text column, e.g. df['text']."
                 )
-            return X.iloc[:, 0].tolist()
+            return X.iloc[:, 0].tolist(), _labels(X.index)
         if isinstance(X, pd.Series):
-            return X.tolist()
+            return X.tolist(), _labels(X.index)
     if isinstance(X, np.ndarray):
         if X.ndim == 2 and X.shape[1] == 1:
-            return list(X[:, 0])
+            return list(X[:, 0]), None
         if X.ndim != 1:
             raise ValueError(
                 f"Expected a 1-D array of documents or one column, got an array of shape {X.shape}."
             )
-        return list(X)
+        return list(X), None
     if isinstance(X, list | tuple):
-        return X
+        return X, None
     if isinstance(X, dict) or not isinstance(X, Iterable):
         raise TypeError(
             "Expected an iterable of documents (list, tuple, numpy array, pandas Series or "
             f"one-column DataFrame), got {type(X).__name__}."
         )
-    return list(X)
+    return list(X), None
 
 
-def check_tokens(tokens, index: int) -> list[str]:
-    """Validate one pre-tokenized document."""
+def check_tokens(tokens, where: str) -> list[str]:
+    """Validate one pre-tokenized document; ``where`` names it in errors ("Document 3")."""
     out = list(tokens)
     for j, tok in enumerate(out):
         if not isinstance(tok, str):
             if isinstance(tok, list | tuple | np.ndarray):
                 raise TypeError(
-                    f"Document {index}: token {j} is a {type(tok).__name__}; a document is a "
+                    f"{where}: token {j} is a {type(tok).__name__}; a document is a "
                     "string or a flat list of token strings (nested lists are not allowed)."
                 )
             raise TypeError(
-                f"Document {index}: token {j} is {_show(tok)} of type {type(tok).__name__}; "
+                f"{where}: token {j} is {_show(tok)} of type {type(tok).__name__}; "
                 "tokens must be strings."
             )
     return out
@@ -136,32 +146,41 @@ def check_documents(X, tokenizer=None) -> list[list[str]]:
     [['a', 'b'], ['c', 'd'], []]
     """
     split = resolve_tokenizer(tokenizer)
-    docs = _documents_of(X)
+    docs, labels = _documents_of(X)
     out: list[list[str]] = []
     for i, doc in enumerate(docs):
         if isinstance(doc, str):
             try:
                 tokens = split(doc)
             except Exception as exc:
-                raise ValueError(f"Document {i}: the tokenizer failed: {exc}") from exc
+                raise ValueError(f"{_where(i, labels)}: the tokenizer failed: {exc}") from exc
             if isinstance(tokens, str) or not isinstance(tokens, Iterable):
                 raise TypeError(
-                    f"Document {i}: the tokenizer must return a list of strings, "
+                    f"{_where(i, labels)}: the tokenizer must return a list of strings, "
                     f"got {type(tokens).__name__}."
                 )
-            out.append(check_tokens(tokens, i))
+            out.append(check_tokens(tokens, _where(i, labels)))
         elif _is_missing(doc):
             raise ValueError(
-                f"Document {i} is missing ({_show(doc)}); fill or drop missing texts first, "
-                "e.g. X.fillna('') or X.dropna()."
+                f"{_where(i, labels)} is missing ({_show(doc)}); fill or drop missing texts "
+                "first, e.g. X.fillna('') or X.dropna()."
             )
         elif isinstance(doc, bytes | bytearray):
-            raise TypeError(f"Document {i} is bytes; decode it first, e.g. doc.decode('utf-8').")
+            raise TypeError(
+                f"{_where(i, labels)} is bytes; decode it first, e.g. doc.decode('utf-8')."
+            )
         elif isinstance(doc, list | tuple | np.ndarray):
-            out.append(check_tokens(doc, i))
+            out.append(check_tokens(doc, _where(i, labels)))
         else:
             raise TypeError(
-                f"Document {i} is {_show(doc)} of type {type(doc).__name__}; a document must be "
-                "a string or a list of token strings."
+                f"{_where(i, labels)} is {_show(doc)} of type {type(doc).__name__}; a document "
+                "must be a string or a list of token strings."
             )
     return out
+
+
+def _where(i: int, labels: list | None) -> str:
+    """How errors name document ``i``: its position, and its pandas label when that differs."""
+    if labels is None:
+        return f"Document {i}"
+    return f"Document {i} (index label {_show(labels[i])})"

@@ -81,6 +81,11 @@ FAILING = {
     "None": ([REFERENCE, None], ValueError, r"Document 1 is missing \(None\)"),
     "NaN": ([REFERENCE, float("nan")], ValueError, r"Document 1 is missing \(nan\)"),
     "pandas NA": (pd.Series([REFERENCE, pd.NA]), ValueError, r"Document 1 is missing"),
+    "filtered pandas rows": (
+        pd.DataFrame({"text": [REFERENCE, None]}, index=[7, 9]),
+        ValueError,
+        r"Document 1 \(index label 9\) is missing",
+    ),
     "number": ([REFERENCE, 3], TypeError, r"Document 1 is 3 of type int"),
     "numpy number": ([np.float64(2.5)], TypeError, r"Document 0 is 2.5"),
     "bytes": ([REFERENCE, b"the cat"], TypeError, r"Document 1 is bytes; decode it first"),
