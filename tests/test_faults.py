@@ -372,9 +372,10 @@ def test_pipeline_pickled_with_cuda_loads_and_predicts_on_cpu(
 
 
 @pytest.mark.parametrize("name", ["FlairEmbeddings", "ELMoEmbeddings", "TransformerXLEmbeddings",
-                                  "WordEmbeddings", "StackedEmbeddings", "TransformerDocumentEmbeddings"])  # fmt: skip
+                                  "WordEmbeddings", "StackedEmbeddings", "TransformerDocumentEmbeddings",
+                                  "PooledFlairEmbeddings", "CharacterEmbeddings"])  # fmt: skip
 def test_every_family_pickled_with_cuda_runs_on_cpu(name, files, tiny_model, monkeypatch):
-    est = make(name, files, tiny_model).fit()
+    est = make(name, files, tiny_model).fit(DOCS)
     expected = est.transform(DOCS)
     members = [m for _, m in est._active()] if name == "StackedEmbeddings" else [est]
     for member in members:
@@ -388,7 +389,8 @@ def test_every_family_pickled_with_cuda_runs_on_cpu(name, files, tiny_model, mon
 # -- two threads share one fitted embedder ----------------------------------------------------
 THREADED = ["TransformerEmbeddings", "OpenAIGPT2Embeddings", "FlairEmbeddings", "ELMoEmbeddings",
             "TransformerXLEmbeddings", "WordEmbeddings", "StackedEmbeddings",
-            "DocumentPoolEmbeddings", "TransformerDocumentEmbeddings"]  # fmt: skip
+            "DocumentPoolEmbeddings", "TransformerDocumentEmbeddings", "PooledFlairEmbeddings",
+            "CharacterEmbeddings"]  # fmt: skip
 
 
 @pytest.mark.parametrize("cache", [True, False], ids=["state-cache", "no-cache"])

@@ -167,6 +167,8 @@ BAD_PARAMS = [
     ("ELMoEmbeddings", {"embedding_mode": "median"}, r"choose one of \['all', 'top', 'average'\]"),
     ("FlairEmbeddings", {"with_whitespace": "yes"}, r"must be True or False"),
     ("FlairEmbeddings", {"chars_per_chunk": 0}, r"positive integer"),
+    ("PooledFlairEmbeddings", {"pooling": "median"}, r"choose one of \['min', 'max', 'mean', 'fade'\]"),
+    ("CharacterEmbeddings", {"hidden_size_char": 0}, r"hidden_size_char must be a positive integer"),
     ("StackedEmbeddings", {"tokenizer": "spacy"}, r"tokenizer must be None, 'whitespace' or a callable"),
     ("StackedEmbeddings", {"word__device": "gpu"}, r"device='gpu' is not valid; choose one of 'auto', 'cpu'"),
     ("DocumentPoolEmbeddings", {"pooling": "median"}, r"choose one of \['mean', 'max', 'min'\]"),

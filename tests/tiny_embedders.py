@@ -35,6 +35,8 @@ EMBEDDERS = {
     "RoBERTaEmbeddings": "roberta",
     "TransformerXLEmbeddings": None,
     "FlairEmbeddings": None,
+    "PooledFlairEmbeddings": None,
+    "CharacterEmbeddings": None,
     "ELMoEmbeddings": None,
     "WordEmbeddings": None,
     "StackedEmbeddings": None,
@@ -102,6 +104,12 @@ def make(name: str, files: dict, tiny_model, **common):
         return S.TransformerXLEmbeddings(files["transfo-xl"], layers="-1,0", **common)
     if name == "FlairEmbeddings":
         return S.FlairEmbeddings(files["flair"], **common)
+    if name == "PooledFlairEmbeddings":
+        return S.PooledFlairEmbeddings(files["flair"], pooling="mean", **common)
+    if name == "CharacterEmbeddings":
+        return S.CharacterEmbeddings(
+            char_embedding_dim=4, hidden_size_char=4, random_state=0, **common
+        )
     if name == "ELMoEmbeddings":
         return S.ELMoEmbeddings(files["elmo"], **common)
     if name == "WordEmbeddings":
