@@ -1,6 +1,6 @@
 """TransformerXLEmbeddings and the native Transformer-XL against transformers 4.x outputs.
 
-tests/data/transfo_xl/ holds three tiny random Transformer-XL models written by transformers
+tests/data/transfo_xl/ holds four tiny random Transformer-XL models written by transformers
 4.35.2 and every hidden state it computed for the documents of docs.json (see make_fixture.py,
 which is not run here).
 """
@@ -33,7 +33,7 @@ os.environ.setdefault("SKEMBED_OFFLINE", "1")
 
 DATA = Path(__file__).parent / "data" / "transfo_xl"
 DOCS = json.loads((DATA / "docs.json").read_text())
-MODELS = ["model_a", "model_b", "model_c"]
+MODELS = ["model_a", "model_b", "model_c", "model_d"]
 TOL = 1e-5
 
 

@@ -7,7 +7,7 @@ transformers 5 removed Transformer-XL, so this script runs in a throw-away virtu
     /work/venvs/tfxl/bin/pip install transformers==4.35.2 sacremoses safetensors numpy
     /work/venvs/tfxl/bin/python tests/data/transfo_xl/make_fixture.py
 
-It builds three tiny random Transformer-XL models in the Hugging Face format, each exercising
+It builds four tiny random Transformer-XL models in the Hugging Face format, each exercising
 other options (adaptive input embeddings with several clusters and ``div_val > 1``, a single
 projected embedding, pre- and post-layer-norm, tied and untied ``r_w_bias`` / ``r_r_bias``,
 ``same_length``, ``clamp_len``, memory on and off), and saves, for a few documents, every hidden
@@ -117,6 +117,27 @@ MODELS = {
             same_length=False,
             untie_r=True,
             pre_lnorm=False,
+            tgt_len=8,
+        ),
+    ),
+    # Pre-LN with memory: the fresh (zero) memory then has non-zero keys and values.
+    "model_d": dict(
+        head=False,
+        safe=True,
+        config=dict(
+            cutoffs=[8, 40],
+            d_model=12,
+            d_embed=24,
+            n_head=2,
+            d_head=5,
+            d_inner=16,
+            div_val=2,
+            n_layer=2,
+            mem_len=5,
+            clamp_len=7,
+            same_length=True,
+            untie_r=False,
+            pre_lnorm=True,
             tgt_len=8,
         ),
     ),
