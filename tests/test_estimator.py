@@ -1,5 +1,6 @@
 """The scikit-learn contract: checks, pipelines, grid search, pickling, outputs, caches."""
 
+import os
 import pickle
 import subprocess
 import sys
@@ -244,15 +245,29 @@ def test_set_output_pandas_and_column_transformer(minilm_path):
 
 def test_torch_output(minilm_path):
     import torch
-    from sklearn import config_context
 
     pooled = DocumentPoolEmbeddings(TransformerEmbeddings(minilm_path), output="torch")
     assert isinstance(pooled.fit_transform(TEXTS[:2]), torch.Tensor)
     doc = TransformerDocumentEmbeddings(minilm_path).fit()
     assert isinstance(doc.transform(TEXTS[:2]), np.ndarray)
+
+
+def test_array_api_dispatch_returns_torch(minilm_path):
     pytest.importorskip("array_api_compat")
-    with config_context(array_api_dispatch=True):
-        assert isinstance(doc.transform(TEXTS[:2]), torch.Tensor)
+    # scipy must see SCIPY_ARRAY_API before it is imported: run in a fresh process.
+    code = textwrap.dedent(
+        f"""
+        import torch
+        from sklearn import config_context
+        from skembed import TransformerDocumentEmbeddings
+        doc = TransformerDocumentEmbeddings({minilm_path!r}).fit()
+        with config_context(array_api_dispatch=True):
+            out = doc.transform(["a text", "another"])
+        assert isinstance(out, torch.Tensor) and out.shape == (2, 384), type(out)
+        """
+    )
+    env = {**os.environ, "SCIPY_ARRAY_API": "1"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
 def test_document_pooling_values():
