@@ -98,6 +98,8 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
     # Empty documents get zero rows without running the network (document-level classes
     # that must embed the special tokens of an empty text set this to False).
     _skip_empty = True
+    # False for embedders that run no network (lookups): precision is then never probed.
+    _runs_network = True
 
     # -- hooks for subclasses --------------------------------------------------
     def _model_key(self) -> Hashable:
@@ -169,7 +171,8 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
             self._documents(X)
         self.__dict__.pop("_device", None)
         model = self._get_model()
-        check_cpu_precision(self._device, self.precision)
+        if self._runs_network:
+            check_cpu_precision(self._device, self.precision)
         self._check_params(model)
         self.n_features_out_ = int(self._n_features(model))
         self.device_ = str(self._device)

@@ -139,6 +139,7 @@ class WordEmbeddings(BaseTokenEmbedder):
     """
 
     _feature_prefix = "word"
+    _runs_network = False  # a lookup: precision is validated, never probed on the CPU
 
     def __init__(
         self,
@@ -170,30 +171,8 @@ class WordEmbeddings(BaseTokenEmbedder):
     def _n_features(self, model) -> int:
         return model.dim
 
-    def fit(self, X=None, y=None):
-        """Find the file, convert it into the cache if needed, and load the vocabulary.
-
-        Parameters
-        ----------
-        X : documents, optional
-            Validated when given; nothing is learned from them.
-        y : ignored
-
-        Returns
-        -------
-        self
-        """
-        # Not BaseTokenEmbedder.fit: a lookup runs no network, so precision is only validated,
-        # never probed against the CPU.
-        self._check_common_params()
-        if X is not None:
-            self._documents(X)
-        self.__dict__.pop("_device", None)
-        model = self._get_model()
-        self.n_features_out_ = model.dim
-        self.device_ = str(self._device)
+    def _check_params(self, model) -> None:
         self.path_ = str(model.path)
-        return self
 
     # -- lookups (no forward pass: nothing to cache) ------------------------------
     def embed_documents(self, docs: list[list[str]]) -> RaggedEmbeddings:
