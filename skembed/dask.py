@@ -37,6 +37,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         '(or pip install "dask[dataframe]" distributed pyarrow).'
     ) from exc
 
+try:
+    from distributed import WorkerPlugin
+except ImportError:  # pragma: no cover - Dask without distributed: the local schedulers only
+    WorkerPlugin = object
+
 METHODS = ("transform", "predict", "predict_proba")
 
 
@@ -278,3 +283,49 @@ def to_parquet(estimator, data, path, *, column=None, method: str = "transform",
     if method == "predict":
         out = out.to_frame()
     return out.to_parquet(path, **kwargs)
+
+
+class WorkerSetup(WorkerPlugin):
+    """Configure skembed in every Dask worker process, including workers started later.
+
+    Settings made with ``client.run`` are lost when a worker restarts; a plugin registered with
+    ``client.register_plugin(WorkerSetup(...))`` runs again in every new worker process.
+
+    Parameters
+    ----------
+    state_cache : bool, default=True
+        Keep the forward-pass states of documents (see :func:`skembed.set_cache`). A worker
+        that streams a corpus once gains nothing from it: turn it off to save memory.
+    state_max_bytes : int, optional
+        Byte budget of the state cache of each worker (1 GiB by default).
+    torch_threads : int, optional
+        ``torch.set_num_threads`` in each worker (Dask starts workers with
+        ``OMP_NUM_THREADS=1``, so torch uses one thread unless told otherwise).
+
+    Examples
+    --------
+    >>> from distributed import Client, LocalCluster
+    >>> cluster = LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None)
+    >>> client = Client(cluster)
+    >>> _ = client.register_plugin(WorkerSetup(state_cache=False, torch_threads=2))
+    >>> import skembed
+    >>> list(client.run(lambda: skembed.cache_info()["state_enabled"]).values())
+    [False]
+    >>> client.close(); cluster.close()
+    """
+
+    name = "skembed-worker-setup"
+
+    def __init__(self, state_cache: bool = True, state_max_bytes=None, torch_threads=None):
+        self.state_cache = state_cache
+        self.state_max_bytes = state_max_bytes
+        self.torch_threads = torch_threads
+
+    def setup(self, worker=None) -> None:
+        import torch
+
+        from .cache import set_cache
+
+        set_cache(enabled=self.state_cache, max_bytes=self.state_max_bytes)
+        if self.torch_threads is not None:
+            torch.set_num_threads(int(self.torch_threads))

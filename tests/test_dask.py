@@ -30,6 +30,7 @@ from skembed import TransformerDocumentEmbeddings, TransformerEmbeddings  # noqa
 
 N_DOCS = 2000
 N_PARTS = 16
+STATE_BYTES = 256 * 2**20
 WORDS = (
     "the a cat dog sat on mat quick brown fox jumps over lazy river bank money loan walked "
     "along deposit water fish swam under bridge green house city night light rain fell "
@@ -79,6 +80,8 @@ def client(one_thread):
         ) as cluster,
         Client(cluster) as client,
     ):
+        # Applied to every worker process, also to one that restarts after a crash.
+        client.register_plugin(sd.WorkerSetup(state_max_bytes=STATE_BYTES, torch_threads=1))
         yield client
 
 
@@ -234,21 +237,34 @@ def test_predict_with_a_fitted_pipeline(client, doc_emb, corpus):
     assert np.abs(proba.to_numpy() - pipe.predict_proba(docs)).max() <= 1e-5
 
 
+def _times_in_memory(dask_scheduler, keys) -> list[int]:
+    """How often the scheduler saw each key's result arrive (twice = computed again)."""
+    return [sum(t.finish == "memory" for t in dask_scheduler.story(k)) for k in keys]
+
+
 def test_killed_worker_loses_and_duplicates_no_rows(client, doc_emb, corpus, reference):
     _reset_workers(client)
     pids = client.run(os.getpid)
     victim = sorted(pids)[0]
-    future = client.compute(sd.transform(doc_emb, dd.from_pandas(corpus, npartitions=N_PARTS)))
+    # Half the corpus in 8 partitions: the same 125-document partitions as the reference.
+    half = corpus.iloc[: N_DOCS // 2]
+    future = client.compute(sd.transform(doc_emb, dd.from_pandas(half, npartitions=N_PARTS // 2)))
     deadline = time.monotonic() + 60
     while not client.has_what().get(victim) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert client.has_what().get(victim), "the victim never finished a partition"
-    assert not future.done()  # mid-job: results held by the victim are lost with it
+    lost = list(client.has_what().get(victim, ()))
+    assert lost, "the victim never finished a partition"
+    assert not future.done()  # mid-job: the victim's finished partitions die with it
     os.kill(pids[victim], signal.SIGKILL)
     result = future.result(timeout=120)
-    assert result.index.equals(corpus.index)  # one row per document, in order
-    _check_equal(result.to_numpy(), reference)
-    assert pids[victim] not in client.run(os.getpid).values()  # the process really died
+    assert result.index.equals(half.index)  # one row per document, in order
+    parts, whole = reference
+    _check_equal(result.to_numpy(), (parts[: N_DOCS // 2], whole[: N_DOCS // 2]))
+    assert min(client.run_on_scheduler(_times_in_memory, keys=lost)) >= 2  # recomputed
+    client.wait_for_workers(2, timeout=60)  # the nanny started a new worker process
+    assert pids[victim] not in client.run(os.getpid).values()  # the old one really died
+    info = _worker_info(client).values()
+    assert [i["state_max_bytes"] for i in info] == [STATE_BYTES] * 2  # the plugin ran again
 
 
 def test_errors_name_the_partition_and_label(doc_emb, corpus):
