@@ -4,19 +4,21 @@ Embeds ``--docs`` short random sentences (2 to 10 words) with the packaged MiniL
 (``TransformerDocumentEmbeddings(pooling="mean")``) and times:
 
 * ``single process``: ``emb.transform(docs)`` in this process with 1 torch thread, the
-  baseline (a Dask worker also runs torch on 1 thread: Dask sets ``OMP_NUM_THREADS=1``);
+  baseline (a Dask worker also runs torch on 1 thread: Dask sets ``OMP_NUM_THREADS=1``), and
+  with one torch thread per core (the other way to use every core of one machine);
 * ``dask, N workers``: ``skembed.dask.transform(emb, texts).compute()`` on a
   ``distributed.LocalCluster`` of N worker processes with 1 thread each, after a warm-up that
   loads the model in every worker (that start-up is reported on its own row).
 
 Forward-state caches are cleared before every timed run, so every run really embeds; each
 figure is the best of ``--repeat`` runs (the machine may be shared). With ``--cuda`` the
-cluster is ``dask_cuda.LocalCUDACluster`` (one worker per GPU) instead.
+cluster is ``dask_cuda.LocalCUDACluster`` (one worker per GPU) instead; with ``--no-trim`` the
+workers start without Dask's ``MALLOC_TRIM_THRESHOLD_`` setting (see docs/scaling.md).
 
 Prints ``| benchmark | metric | value | baseline | ratio |`` rows; for documents/s the ratio is
 value / baseline (above 1 is faster).
 
-    python benchmarks/bench_dask.py [--docs 2000] [--partitions 16] [--workers 1 2] [--repeat 3] [--cuda]
+    python benchmarks/bench_dask.py [--docs 2000] [--partitions 16] [--workers 1 2] [--repeat 3] [--no-trim] [--cuda]
 """
 
 from __future__ import annotations
@@ -46,7 +48,17 @@ def corpus(n: int) -> pd.Series:
     return pd.Series([" ".join(rng.choice(WORDS, size=rng.integers(2, 11))) for _ in range(n)])
 
 
-def start_cluster(n_workers: int, cuda: bool):
+def start_cluster(n_workers: int, cuda: bool, no_trim: bool):
+    if no_trim:
+        # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536 (to give memory back to the OS);
+        # glibc then maps and unmaps every large tensor buffer. Drop it from the environment of
+        # new workers (the nanny also copies it into this process's os.environ).
+        import dask
+
+        os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+        key = "distributed.nanny.pre-spawn-environ"
+        env = {k: v for k, v in dask.config.get(key).items() if k != "MALLOC_TRIM_THRESHOLD_"}
+        dask.config.set({key: env})
     if cuda:
         from dask_cuda import LocalCUDACluster
 
@@ -74,6 +86,9 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--no-trim", action="store_true", help="start workers without MALLOC_TRIM_THRESHOLD_"
+    )
     parser.add_argument("--cuda", action="store_true", help="use dask_cuda.LocalCUDACluster")
     args = parser.parse_args()
 
@@ -106,12 +121,21 @@ def main() -> None:
         lambda: emb.transform(docs), lambda: skembed.clear_cache(models=False)
     )
     rows = [row(f"single process ({device}, 1 thread)", "docs/s", single)]
+    cores = os.cpu_count() or 1
+    if not args.cuda and cores > 1:
+        # The other way to use every core of one machine: torch's own threads in one process.
+        torch.set_num_threads(cores)
+        threaded, _ = best_rate(
+            lambda: emb.transform(docs), lambda: skembed.clear_cache(models=False)
+        )
+        torch.set_num_threads(1)
+        rows.append(row(f"single process (cpu, {cores} threads)", "docs/s", threaded, single))
 
     texts = dd.from_pandas(docs, npartitions=args.partitions)
     previous = None
     for n in args.workers:
         start = time.perf_counter()
-        with start_cluster(n, args.cuda) as cluster, Client(cluster) as client:
+        with start_cluster(n, args.cuda, args.no_trim) as cluster, Client(cluster) as client:
             client.wait_for_workers(n)
             # Warm-up: every worker loads the model once (counted), then states are dropped.
             client.run(lambda: skembed.dask.embed_partition(pd.Series(["warm up"]), emb))

@@ -19,6 +19,7 @@ This module needs the ``dask`` extra: ``pip install "skembed[dask]"``.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -118,7 +119,9 @@ def _wrap(out, index, estimator, method: str, dtype) -> pd.DataFrame | pd.Series
     return pd.DataFrame(values, index=index, columns=_columns(estimator, method))
 
 
-def output_meta(estimator, index=None, method: str = "transform", dtype=None):
+def output_meta(
+    estimator, index=None, method: str = "transform", dtype=None
+) -> pd.DataFrame | pd.Series:
     """The empty pandas object describing the output of :func:`transform` (Dask's ``meta``).
 
     Built from the fitted estimator's feature names and classes only: the model does not run.
@@ -154,7 +157,9 @@ def output_meta(estimator, index=None, method: str = "transform", dtype=None):
     return _wrap(empty, index, estimator, method, dtype)
 
 
-def embed_partition(part, estimator, method: str = "transform", dtype=None, partition_info=None):
+def embed_partition(
+    part, estimator, method: str = "transform", dtype=None, partition_info=None
+) -> pd.DataFrame | pd.Series:
     """Apply ``estimator.<method>`` to one pandas partition; the result follows :func:`output_meta`.
 
     This is the function :func:`transform` maps over the partitions; use it directly with
@@ -201,7 +206,7 @@ def _add_location(exc: Exception, part, partition_info) -> None:
         exc.add_note(f"Raised while embedding {where.lower()}.")
 
 
-def _series(data, column):
+def _series(data, column) -> dd.Series:
     if isinstance(data, dd.DataFrame):
         if column is None:
             if len(data.columns) != 1:
@@ -218,7 +223,9 @@ def _series(data, column):
     )
 
 
-def transform(estimator, data, *, column=None, method: str = "transform", dtype=None):
+def transform(
+    estimator, data, *, column=None, method: str = "transform", dtype=None
+) -> dd.DataFrame | dd.Series:
     """Embed a Dask collection of documents lazily, one task per partition.
 
     Parameters
@@ -260,7 +267,7 @@ def transform(estimator, data, *, column=None, method: str = "transform", dtype=
     )
 
 
-def to_parquet(estimator, data, path, *, column=None, method: str = "transform", **kwargs):
+def to_parquet(estimator, data, path, *, column=None, method: str = "transform", **kwargs) -> Any:
     """Embed ``data`` and write the result to Parquet, each partition by the worker that made it.
 
     Nothing is gathered in the client; a partition's vectors are written as soon as they are
