@@ -216,6 +216,16 @@ def test_delayed_and_bag(client, doc_emb, corpus):
     assert np.abs(np.stack(rows) - expected).max() <= 1e-6
 
 
+def test_fit_on_a_worker(client, minilm_path, corpus, reference):
+    """A client without the model: fit on a worker, get back a fitted estimator without weights."""
+    unfitted = TransformerDocumentEmbeddings(minilm_path, pooling="mean")
+    fitted = client.submit(unfitted.fit).result()
+    assert fitted.n_features_out_ == 384 and "_model" not in fitted.__dict__
+    out = sd.transform(fitted, dd.from_pandas(corpus.iloc[:100], npartitions=2)).compute()
+    assert "_model" not in fitted.__dict__
+    _check_equal(out.to_numpy(), reference[:100])
+
+
 def test_predict_with_a_fitted_pipeline(client, doc_emb, corpus):
     from sklearn.base import clone
     from sklearn.linear_model import LogisticRegression
