@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .resolve import not_found, offline, skembed_home
@@ -289,6 +290,15 @@ def word_ids(hf: HFModel, words: list[str]) -> list[list[int]]:
     return [found[w] for w in words]
 
 
+def prime_words(hf: HFModel, docs: list[list[str]], chunk: int = 8192) -> None:
+    """Tokenize the words of ``docs`` not seen before, in a few large calls (one call per
+    document costs more than the tokenizing itself on short texts)."""
+    cache = hf.word_ids
+    new = list(dict.fromkeys(w for doc in docs for w in doc if w not in cache))
+    for start in range(0, len(new), chunk):
+        word_ids(hf, new[start : start + chunk])
+
+
 @dataclass
 class DocState:
     """What the network computed for one document."""
@@ -296,6 +306,10 @@ class DocState:
     sub: torch.Tensor  # (n_layers, n_subtokens, hidden): the words' sub-tokens
     special: torch.Tensor  # (n_layers, n_special, hidden): special tokens of the first window
     spans: torch.Tensor  # (n_words, 2) start/end of each word in ``sub``
+    # The (n_layers, positions, hidden) tensor of the forward pass that ``sub`` is a view of,
+    # and where ``sub`` starts in it: documents of one pass are combined with one read.
+    base: torch.Tensor | None = None
+    at: int = 0
 
     @property
     def nbytes(self) -> int:
@@ -330,84 +344,121 @@ def _owner(n: int, windows: list[tuple[int, int]]) -> tuple[list[int], list[int]
 
 
 def forward(hf: HFModel, docs: list[list[str]], batch_size: int) -> list[DocState]:
-    """Run the model on documents (windows for long ones); one :class:`DocState` per document."""
+    """Run the model on documents (windows for long ones); one :class:`DocState` per document.
+
+    The states of all documents are read out of the padded batches with one index per layer
+    (a gather per document costs more than the model itself on short texts), and each
+    document's state holds views of that one tensor.
+    """
+    if not docs:
+        return []
     device = next(hf.model.parameters()).device
+    n_pre, n_suf = len(hf.prefix), len(hf.suffix)
     rows: list[list[int]] = []  # input ids of every window of every document
-    plans = []
+    plans = []  # per document: sub-tokens per word, number of sub-tokens, windows, first row
     for doc in docs:
         pieces = word_ids(hf, doc)
-        lengths = torch.tensor([len(p) for p in pieces], dtype=torch.long)
-        ends = torch.cumsum(lengths, 0)
-        spans = torch.stack([ends - lengths, ends], 1)
         content = [i for p in pieces for i in p]
         if not content and not (hf.prefix or hf.suffix):
             content = list(hf.unk_ids)  # a model needs one input: an empty text reads as [UNK]
         wins = _windows(len(content), hf.window)
-        first_row = len(rows)
+        plans.append(([len(p) for p in pieces], len(content), wins, len(rows)))
         rows += [content[s:e] for s, e in wins]
+    # Flat position of each row's first input in its batch's (rows x width) grid, the grids of
+    # all batches laid end to end; left padding moves it right.
+    length = np.array([len(r) for r in rows], dtype=np.int64) + n_pre + n_suf
+    firsts = np.arange(0, len(rows), batch_size)
+    width = np.maximum.reduceat(length, firsts)
+    grid = np.zeros(len(firsts) + 1, dtype=np.int64)
+    grid[1:] = np.cumsum(width * np.diff(np.append(firsts, len(rows))))
+    batch = np.arange(len(rows)) // batch_size
+    row_at = grid[batch] + (np.arange(len(rows)) - firsts[batch]) * width[batch]
+    if hf.pad_left:
+        row_at += width[batch] - length
+    # What to read, document after document: its special tokens, then its sub-tokens.
+    take = []
+    for _, n, wins, first in plans:
+        n_first = wins[0][1] - wins[0][0]
+        take.append(row_at[first] + np.r_[0:n_pre, n_pre + n_first : n_pre + n_first + n_suf])
         if len(wins) == 1:
-            win = [first_row] * len(content)
-            pos = list(range(len(content)))
+            take.append(row_at[first] + n_pre + np.arange(n))
         else:
-            w, pos = _owner(len(content), wins)
-            win = [first_row + x for x in w]
-        plans.append((spans, win, pos, first_row))
-    n_pre, n_suf = len(hf.prefix), len(hf.suffix)
-    lengths = torch.tensor([len(r) for r in rows])
-    chunks = []  # (hidden (L, rows, T, H), per-row left offset) per forward batch
-    for start in range(0, len(rows), batch_size):
-        hidden = _run(hf, rows[start : start + batch_size], device)
-        lens = lengths[start : start + batch_size]
-        shift = hidden.shape[2] - (lens + n_pre + n_suf) if hf.pad_left else 0 * lens
-        chunks.append((hidden, shift))
-    out = []
-    for spans, win, pos, first_row in plans:
-        win_t = torch.tensor(win, dtype=torch.long)
-        pos_t = torch.tensor(pos, dtype=torch.long) + n_pre
-        chunk_t = win_t // batch_size
-        first_chunk = first_row // batch_size
-        hidden, shift = chunks[first_chunk]
-        if not len(win) or bool((chunk_t == first_chunk).all()):
-            local = win_t - first_chunk * batch_size
-            sub = _gather(hidden, local, pos_t + shift[local])
-        else:  # a long document whose windows span several forward batches
-            sub = hidden.new_empty((hidden.shape[0], len(win), hidden.shape[3]))
-            for c in chunk_t.unique().tolist():
-                sel = chunk_t == c
-                local = win_t[sel] - c * batch_size
-                h, sh = chunks[c]
-                sub[:, sel.to(sub.device)] = _gather(h, local, pos_t[sel] + sh[local])
-        local = first_row - first_chunk * batch_size
-        n_first = int(lengths[first_row])
-        spec = list(range(n_pre)) + list(range(n_pre + n_first, n_pre + n_first + n_suf))
-        spec_t = torch.tensor(spec, dtype=torch.long) + int(shift[local])
-        special = _gather(hidden, torch.full_like(spec_t, local), spec_t)
-        out.append(DocState(sub, special, spans.to(hidden.device)))
+            win, pos = _owner(n, wins)
+            take.append(row_at[first + np.asarray(win)] + n_pre + np.asarray(pos))
+    states = _read(hf, rows, batch_size, grid, np.concatenate(take).astype(np.int64), device)
+    spans = _spans([p[0] for p in plans]).to(states.device)
+    out, at, word_at, n_spec = [], 0, 0, n_pre + n_suf
+    for counts, n, _, _ in plans:
+        sub_at = at + n_spec
+        out.append(
+            DocState(
+                sub=states[:, sub_at : sub_at + n],
+                special=states[:, at:sub_at],
+                spans=spans[word_at : word_at + len(counts)],
+                base=states,
+                at=sub_at,
+            )
+        )
+        at, word_at = sub_at + n, word_at + len(counts)
     return out
 
 
-def _gather(hidden: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """``hidden[:, rows[k], positions[k]]`` for every k: (L, k, H)."""
-    return hidden[:, rows.to(hidden.device), positions.to(hidden.device)]
+def _spans(counts: list[list[int]]) -> torch.Tensor:
+    """``[start, end)`` of every word in its document's sub-tokens, all documents stacked."""
+    per_word = np.fromiter((c for doc in counts for c in doc), dtype=np.int64)
+    ends = np.cumsum(per_word)
+    words = np.array([len(doc) for doc in counts], dtype=np.int64)
+    before = np.concatenate([[0], ends])[np.cumsum(words) - words]  # sub-tokens of earlier docs
+    ends -= np.repeat(before, words)
+    return torch.from_numpy(np.stack([ends - per_word, ends], 1))
 
 
-def _run(hf: HFModel, rows: list[list[int]], device) -> torch.Tensor:
-    """Forward one padded batch of windows; returns (n_layers, n_rows, T, hidden)."""
+def _read(hf: HFModel, rows: list[list[int]], batch_size: int, grid, take, device):
+    """Run the batches of ``rows``; return the states at flat grid positions ``take`` as
+    ``(n_layers, len(take), hidden)``."""
+    take = torch.from_numpy(take)
+    out = None
+    for b, first in enumerate(range(0, len(rows), batch_size)):
+        hidden = _run(hf, rows[first : first + batch_size], device)
+        mine = torch.nonzero((take >= grid[b]) & (take < grid[b + 1])).flatten()
+        if out is None:
+            shape = (len(hidden), len(take), hidden[-1].shape[-1])
+            out = torch.empty(shape, dtype=hidden[-1].dtype, device=hidden[-1].device)
+        index = (take[mine] - int(grid[b])).to(out.device, non_blocking=True)
+        whole = len(mine) == len(take)  # the usual case: every document in one batch
+        for layer, h in enumerate(hidden):
+            flat = h.reshape(-1, h.shape[-1])
+            if whole and flat.dtype == out.dtype:
+                torch.index_select(flat, 0, index, out=out[layer])
+            elif len(mine):
+                out[layer, mine.to(out.device)] = flat.index_select(0, index).to(out.dtype)
+    return out
+
+
+def _run(hf: HFModel, rows: list[list[int]], device) -> tuple[torch.Tensor, ...]:
+    """Forward one padded batch of windows; returns every layer's ``(n_rows, T, hidden)``."""
     full = [hf.prefix + r + hf.suffix for r in rows]
     T = max(len(f) for f in full)
-    ids = torch.full((len(full), T), hf.pad_id, dtype=torch.long)
-    mask = torch.zeros((len(full), T), dtype=torch.long)
-    types = torch.zeros((len(full), T), dtype=torch.long)
+    ids = np.full((len(full), T), hf.pad_id, dtype=np.int64)
+    mask = np.zeros((len(full), T), dtype=np.int64)
+    types = np.zeros((len(full), T), dtype=np.int64) if hf.use_types else None
     for i, (f, r) in enumerate(zip(full, rows)):
         sl = slice(T - len(f), T) if hf.pad_left else slice(0, len(f))
-        ids[i, sl] = torch.tensor(f)
+        ids[i, sl] = f
         mask[i, sl] = 1
-        if hf.use_types:
-            types[i, sl] = torch.tensor(
-                hf.prefix_types + [hf.content_type] * len(r) + hf.suffix_types
-            )
-    inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-    if hf.use_types:
-        inputs["token_type_ids"] = types.to(device)
+        if types is not None:
+            types[i, sl] = hf.prefix_types + [hf.content_type] * len(r) + hf.suffix_types
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    if types is not None:
+        inputs["token_type_ids"] = types
+    inputs = {k: _to_device(v, device) for k, v in inputs.items()}
     out = hf.model(**inputs, output_hidden_states=True, return_dict=True)
-    return torch.stack(out.hidden_states, 0)
+    return tuple(out.hidden_states)
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array on ``device``; through pinned memory to a GPU, so the copy is asynchronous."""
+    tensor = torch.from_numpy(array)
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)

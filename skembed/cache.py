@@ -3,12 +3,15 @@
 The model cache makes clones and grid-search candidates share one loaded model per process.
 The state cache keeps what a network computed for a document (e.g. every layer's sub-token
 states), so that parameters that only combine those states (``layers``, ``pooling_operation``,
-``use_scalar_mix``, ``embedding_mode``) never run the network again. It is bounded by a byte
-budget with least-recently-used eviction.
+``use_scalar_mix``, ``embedding_mode``) never run the network again. It also keeps the pooled
+row of each document per pooling setup (see ``DocumentPoolEmbeddings``), so the folds of a grid
+search pool a document once per candidate. It is bounded by a byte budget (states, rows and
+their keys) with least-recently-used eviction.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable
@@ -17,6 +20,15 @@ from typing import Any
 import torch
 
 _DEFAULT_STATE_BYTES = 1 << 30  # 1 GiB
+
+
+def _key_bytes(key) -> int:
+    """Memory held by a ``(..., tokens)`` key, roughly: the document's tuple of tokens, their
+    strings, and a fixed part for the rest. Other keys count nothing."""
+    doc = key[-1] if isinstance(key, tuple) and key else None
+    if not isinstance(doc, tuple):
+        return 0
+    return 200 + sys.getsizeof(doc) + 50 * len(doc) + sum(map(len, doc))
 
 
 def _nbytes(obj) -> int:
@@ -72,22 +84,25 @@ class StateCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: Hashable):
+    def get(self, key: Hashable, count: bool = True):
+        """The state stored under ``key``, or None; ``count=False`` leaves the hit and miss
+        counters (which count forward-pass states) alone."""
         if not self.enabled:
             return None
         with self._lock:
             item = self._items.get(key)
             if item is None:
-                self.misses += 1
+                self.misses += count
                 return None
             self._items.move_to_end(key)
-            self.hits += 1
+            self.hits += count
             return item[0]
 
     def put(self, key: Hashable, state) -> None:
         if not self.enabled:
             return
-        size = _nbytes(state)
+        # The key counts too: for small states (pooled rows) it is most of the memory.
+        size = _nbytes(state) + _key_bytes(key)
         if size > self.max_bytes:
             return
         with self._lock:

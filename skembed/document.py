@@ -10,6 +10,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._layers import parse_layers
 from .base import TextTransformerMixin, check_choice
+from .cache import STATES
 from .ragged import RaggedEmbeddings
 from .transformer import _HFEmbedder
 
@@ -50,11 +51,12 @@ class _DocumentOutput:
         self._sklearn_output_config = {"transform": transform}
         return self
 
-    def _finish(self, pooled: torch.Tensor):
+    def _finish(self, pooled: torch.Tensor, device=None):
+        """The output container for ``pooled``; a torch result goes to ``device`` if given."""
         container = getattr(self, "_sklearn_output_config", {}).get("transform", "default")
         wants_torch = self.output == "torch" or get_config().get("array_api_dispatch", False)
         if wants_torch and container == "default":
-            return pooled
+            return pooled if device is None else pooled.to(device)
         return pooled.detach().cpu().numpy()
 
 
@@ -141,6 +143,26 @@ class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimato
             return self._finish(pool(ragged.data.float(), ragged.lengths, self.pooling))
         emb = self.embeddings_
         docs = emb._documents(X)
+        combine = getattr(emb, "_combine_key", None)
+        if combine is None or not STATES.enabled or not docs:
+            return self._finish(self._pool_documents(emb, docs))
+        # Each document's pooled row is kept: the folds of a grid search, which transform
+        # every document several times with one candidate's settings, pool it once.
+        emb._get_model()  # the device, also after unpickling
+        prefix = emb._state_prefix() + ("pooled", combine(), self.pooling)
+        keys = [prefix + (tuple(doc),) for doc in docs]
+        rows = [STATES.get(key, count=False) for key in keys]
+        missing = [i for i, row in enumerate(rows) if row is None]
+        if missing:
+            # Rows are kept on the host, where results usually go (one copy per call).
+            fresh = self._pool_documents(emb, [docs[i] for i in missing]).cpu()
+            for i, row in zip(missing, fresh):
+                rows[i] = row.clone()  # not a view: the cache budget counts what it holds
+                STATES.put(keys[i], rows[i])
+        return self._finish(torch.stack(rows), device=emb._device)
+
+    def _pool_documents(self, emb, docs: list[list[str]]) -> torch.Tensor:
+        """Pool documents batch by batch: the token vectors of the corpus are never all held."""
         out = None
         for index, tensors in emb.iter_batches(docs):
             flat = torch.cat(tensors, 0)
@@ -150,7 +172,7 @@ class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimato
             out[torch.as_tensor(index, device=out.device)] = pooled
         if out is None:
             out = torch.zeros((0, self.n_features_in_))
-        return self._finish(out)
+        return out
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """``f"{pooling}_{token feature}"`` for each feature."""

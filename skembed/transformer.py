@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
+from sklearn.utils.validation import check_is_fitted
 
 from . import _hf
-from ._layers import mix_weights, parse_layers, scalar_mix
+from ._layers import mix_weights, parse_layers
 from .base import BaseTokenEmbedder, check_choice
 
 POOLING_OPERATIONS = ("first", "last", "first_last", "mean")
@@ -26,6 +27,22 @@ class _HFEmbedder(BaseTokenEmbedder):
     def _forward(self, model, docs):
         # Windows per forward pass: batch_size, or less while retrying after out-of-memory.
         return _hf.forward(model, docs, self._forward_batch_size())
+
+    def iter_batches(self, docs):
+        check_is_fitted(self, "n_features_out_")
+        _hf.prime_words(self._get_model(), docs)
+        return super().iter_batches(docs)
+
+    def _doc_cost(self, doc):
+        # Batches sorted by sub-tokens, the length the model sees, waste less on padding than
+        # batches sorted by characters (the words are tokenized already: see iter_batches).
+        hf = self.__dict__.get("_model")
+        if hf is None:
+            return super()._doc_cost(doc)
+        try:
+            return sum(map(len, map(hf.word_ids.__getitem__, doc)))
+        except KeyError:  # dropped from the bounded word cache since
+            return sum(map(len, _hf.word_ids(hf, doc)))
 
 
 class TransformerEmbeddings(_HFEmbedder):
@@ -118,6 +135,11 @@ class TransformerEmbeddings(_HFEmbedder):
         if self.use_scalar_mix:
             mix_weights(self.scalar_mix_weights, len(layers))
 
+    def _combine_key(self):
+        """The parameters ``_combine`` reads (part of the key of pooled rows)."""
+        weights = repr(self.scalar_mix_weights) if self.use_scalar_mix else None
+        return (repr(self.layers), self.pooling_operation, bool(self.use_scalar_mix), weights)
+
     def _n_features(self, model):
         n_layers = 1 if self.use_scalar_mix else len(parse_layers(self.layers, model.n_layers))
         factor = 2 if self.pooling_operation == "first_last" else 1
@@ -125,31 +147,94 @@ class TransformerEmbeddings(_HFEmbedder):
 
     def _combine(self, model, states):
         layers = parse_layers(self.layers, model.n_layers)
-        device = states[0].sub.device
-        index = torch.tensor(layers, device=device)
-        sub = torch.cat([s.sub.index_select(0, index) for s in states], 1).float()
+        index = torch.tensor(layers, device=states[0].sub.device)
+        mix = None
         if self.use_scalar_mix:
-            sub = scalar_mix(sub, mix_weights(self.scalar_mix_weights, len(layers)))
-        counts = [len(s.spans) for s in states]
-        shift = torch.tensor([0] + [s.sub.shape[1] for s in states[:-1]], device=device)
-        shift = torch.repeat_interleave(shift.cumsum(0), torch.tensor(counts, device=device))
-        spans = torch.cat([s.spans for s in states], 0) + shift[:, None]
-        starts, ends = spans[:, 0], spans[:, 1]
+            mix = mix_weights(self.scalar_mix_weights, len(layers)).to(index.device)
         op = self.pooling_operation
-        if op == "first":
-            parts = [sub[:, starts]]
-        elif op == "last":
-            parts = [sub[:, ends - 1]]
-        elif op == "first_last":
-            parts = [sub[:, starts], sub[:, ends - 1]]
-        else:
-            word = torch.repeat_interleave(torch.arange(len(spans), device=device), ends - starts)
-            total = torch.zeros(sub.shape[0], len(spans), sub.shape[2], device=device)
-            total.index_add_(1, word, sub)
-            parts = [total / (ends - starts).to(total.dtype)[None, :, None]]
-        # (layers, words, hidden) -> (words, layers * hidden), parts side by side
-        flat = torch.cat([p.permute(1, 0, 2).reshape(p.shape[1], -1) for p in parts], 1)
-        return list(torch.split(flat, counts, 0))
+        # Documents computed in one forward pass share one tensor: read each such group's
+        # words at once (after a grid search's first fold, a batch mixes a few passes).
+        groups: dict[int, list[int]] = {}
+        for i, state in enumerate(states):
+            groups.setdefault(id(state.base), []).append(i)
+        out: list = [None] * len(states)
+        for members in groups.values():
+            group = [states[i] for i in members]
+            if len(group) == 1 or group[0].base is None:
+                words = [
+                    _words(s.sub.permute(1, 0, 2), s.spans, s.sub.shape[1], index, mix, op)
+                    for s in group
+                ]
+            else:
+                words = _read_group(group, index, mix, op)
+            for i, w in zip(members, words):
+                out[i] = w
+        return out
+
+
+def _read_group(states, layers, mix, op: str) -> list[torch.Tensor]:
+    """Word vectors of documents whose states are views of one tensor, with one read."""
+    base = states[0].base
+    counts = [len(s.spans) for s in states]
+    shift = torch.tensor([s.at for s in states])
+    spans = torch.cat([s.spans for s in states]) + _per_word(shift, counts, base.device)
+    n_sub = sum(s.sub.shape[1] for s in states)
+    words = _words(base.permute(1, 0, 2), spans, n_sub, layers, mix, op)
+    return list(torch.split(words, counts, 0))
+
+
+def _per_word(values: torch.Tensor, counts: list[int], device) -> torch.Tensor:
+    """``values[d]`` repeated for each of document d's ``counts[d]`` words, as a column."""
+    return torch.repeat_interleave(values, torch.tensor(counts)).to(device)[:, None]
+
+
+def _words(tokens, spans, total: int, layers, mix, op: str) -> torch.Tensor:
+    """Word vectors ``(n_words, n_features)`` from sub-token states.
+
+    ``tokens`` is ``(positions, n_layers, hidden)`` (a view), ``spans`` the ``[start, end)``
+    of each word in it, ``total`` the number of the words' sub-tokens, ``layers`` the layer
+    indices, ``mix`` scalar-mix weights or None. The vectors are read with one indexing
+    operation: unused layers and sub-tokens are never copied.
+    """
+    if op == "mean" and total != len(spans):
+        n_sub = spans[:, 1] - spans[:, 0]
+        word = torch.repeat_interleave(
+            torch.arange(len(spans), device=spans.device), n_sub, output_size=total
+        )
+        # Position of every sub-token: its word's start plus its rank within the word.
+        rank = torch.arange(total, device=spans.device) - (n_sub.cumsum(0) - n_sub)[word]
+        sub = _mixed(tokens[(spans[word, 0] + rank)[:, None], layers], mix, dim=1)
+        return _word_means(sub, spans - spans[:, :1] + (n_sub.cumsum(0) - n_sub)[:, None])
+    if op in ("first", "mean"):  # a mean over one sub-token per word is its first
+        pos = spans[:, :1]
+    elif op == "last":
+        pos = spans[:, 1:] - 1
+    else:  # first_last: [first@each layer, last@each layer]
+        pos = spans - torch.tensor([0, 1], device=spans.device)
+    x = _mixed(tokens[pos[:, :, None], layers], mix, dim=2)
+    return x.reshape(len(spans), -1)
+
+
+def _word_means(sub: torch.Tensor, spans: torch.Tensor) -> torch.Tensor:
+    """``(n_words, n_layers * hidden)`` means of ``sub`` (``(n_subtokens, n_layers, hidden)``,
+    the words' sub-tokens one after the other) over each word's span."""
+    n_sub = spans[:, 1] - spans[:, 0]
+    word = torch.repeat_interleave(
+        torch.arange(len(spans), device=spans.device), n_sub, output_size=sub.shape[0]
+    )
+    out = torch.zeros((len(spans),) + tuple(sub.shape[1:]), dtype=sub.dtype, device=sub.device)
+    out.index_add_(0, word, sub)
+    return (out / n_sub.to(sub.dtype)[:, None, None]).reshape(len(spans), -1)
+
+
+def _mixed(x: torch.Tensor, mix, dim: int) -> torch.Tensor:
+    """``x`` as float32, its layers (``dim``) mixed into one when ``mix`` weights are given."""
+    x = x.float()
+    if mix is None:
+        return x
+    shape = [1] * x.dim()
+    shape[dim] = -1
+    return (x * mix.view(shape)).sum(dim, keepdim=True)
 
 
 def _store(obj, params: dict) -> None:

