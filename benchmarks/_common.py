@@ -5,6 +5,7 @@ Not a benchmark itself (``run_all.py`` runs only ``bench_*.py``).
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import random
@@ -99,30 +100,34 @@ def minilm_path() -> str:
 
 
 def vocabulary(path: str) -> list[str]:
-    """Whole lower-case words of a WordPiece vocabulary (one sub-token each)."""
+    """Whole lower-case words of a WordPiece vocabulary (one sub-token each), in its order
+    (BERT's vocabulary lists frequent words first)."""
     with open(os.path.join(path, "vocab.txt"), encoding="utf-8") as f:
         words = [w.strip() for w in f]
-    return sorted(w for w in words if w.isascii() and w.isalpha() and len(w) > 1)
+    return [w for w in words if w.isascii() and w.isalpha() and len(w) > 1]
 
 
 def make_texts(
     n_docs: int, lengths: Sequence[int] | Callable[[random.Random], int], seed: int, words
 ) -> list[str]:
-    """Whitespace-separated texts over ``words``; some words glued in pairs (several sub-tokens)
-    and some punctuation, like real text. ``lengths`` picks each text's number of words."""
+    """Whitespace-separated texts over ``words``, drawn with Zipf's law (the k-th word about
+    1/k as often as the first, as in real text); some words glued in pairs (several
+    sub-tokens) and some punctuation. ``lengths`` picks each text's number of words."""
     rng = random.Random(seed)
+    weights = list(itertools.accumulate(1.0 / (k + 10) for k in range(len(words))))
     texts = []
     for _ in range(n_docs):
         n = lengths(rng) if callable(lengths) else rng.choice(lengths)
+        picked = rng.choices(words, cum_weights=weights, k=2 * n)
         toks = []
-        for _ in range(n):
+        for i in range(n):
             r = rng.random()
             if r < 0.1:
-                toks.append(rng.choice(words) + rng.choice(words))
+                toks.append(picked[i] + picked[n + i])
             elif r < 0.18:
                 toks.append(rng.choice([",", ".", "!", "?", "'s", "(", ")"]))
             else:
-                toks.append(rng.choice(words))
+                toks.append(picked[i])
         texts.append(" ".join(toks))
     return texts
 

@@ -67,7 +67,7 @@ def raw_batches(emb: TransformerEmbeddings, texts: list[str]) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=2000)
-    parser.add_argument("--slice", type=int, default=256, help="documents per timed slice")
+    parser.add_argument("--slice", type=int, default=500, help="documents per timed slice")
     parser.add_argument("--repeats", type=int, default=2, help="runs per slice, best kept")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")

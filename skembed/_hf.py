@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,6 +106,7 @@ class HFModel:
     pad_left: bool
     unk_ids: list[int]
     use_types: bool
+    encode: Callable[[list[str]], list[list[int]]] | None = None  # words -> their sub-tokens
     word_ids: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -250,7 +252,40 @@ def load_hf(path: str, device: torch.device) -> HFModel:
         pad_left=tok.padding_side == "left",
         unk_ids=[unk],
         use_types="token_type_ids" in tok.model_input_names,
+        encode=_word_encoder(tok),
     )
+
+
+# Words whose sub-tokens tell apart a tokenizer that does more than its Rust backend.
+_PROBE = ["Hello", "world", "unbelievable", "naïve", "Ärger", "12,345", "don't", "e-mail",
+          "東京", "", "\u200b", "  ", "[CLS]", "<s>", "<unk>", "ﬁne", "Ⅻ"]  # fmt: skip
+
+
+def _word_encoder(tok) -> Callable[[list[str]], list[list[int]]]:
+    """``words -> sub-token ids of each word``, tokenized without special tokens.
+
+    Calling a transformers tokenizer wraps its Rust backend and converts every result to
+    Python objects, which costs twice the tokenizing itself on single words; when the
+    tokenizer adds nothing else (checked on probe words), the backend is called directly.
+    """
+
+    def wrapped(words):
+        return tok(words, add_special_tokens=False)["input_ids"]
+
+    try:
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:  # pragma: no cover - other transformers versions
+        return wrapped
+    backend = getattr(tok, "_tokenizer", None)
+    plain = type(tok)._encode_plus is TokenizersBackend._encode_plus
+    if backend is None or not isinstance(tok, TokenizersBackend) or not plain:
+        return wrapped
+
+    def direct(words):
+        return [e.ids for e in backend.encode_batch(words, add_special_tokens=False)]
+
+    # The wrapped call first: it leaves the backend without truncation or padding.
+    return direct if wrapped(_PROBE) == direct(_PROBE) else wrapped
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -280,7 +315,7 @@ def word_ids(hf: HFModel, words: list[str]) -> list[list[int]]:
         # Lone surrogates (text decoded with "surrogateescape") are not valid Unicode and the
         # tokenizers refuse them: read each as U+FFFD, as decoding with errors="replace" would.
         texts = [_SURROGATE.sub("\ufffd", w) for w in new]
-        encoded = hf.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        encoded = (hf.encode or _word_encoder(hf.tokenizer))(texts)
         fresh = {w: (_clip(ids, hf.window) or hf.unk_ids) for w, ids in zip(new, encoded)}
         found.update(fresh)
         with hf.lock:
