@@ -65,14 +65,16 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=int, default=None, help="4096 on a GPU, 64 on a CPU")
+    parser.add_argument("--docs", type=int, default=None, help="4096 on a GPU, 16 on a CPU")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each timing, best kept")
+    parser.add_argument("--repeats", type=int, default=None, help="best of: 3 on a GPU, 1 on a CPU")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precisions", default="float32,bfloat16")
     args = parser.parse_args()
     device = skembed._device.resolve_device(args.device)
-    n_docs = args.docs or (4096 if device.type == "cuda" else 64)
+    gpu = device.type == "cuda"
+    n_docs = args.docs or (4096 if gpu else 16)
+    repeats = args.repeats or (3 if gpu else 1)
     texts = make_texts(n_docs, mixed_length, seed=0, words=vocabulary(minilm_path()))
     results, vectors = {}, {}
     with tempfile.TemporaryDirectory() as folder:
@@ -96,7 +98,7 @@ def main() -> None:
 
             raw(), ours()  # warm-up: kernels, allocator
             t_raw = t_ours = float("inf")
-            for _ in range(args.repeats):
+            for _ in range(repeats):
                 t_raw = min(t_raw, timed(raw)[0])
                 seconds, out = timed(ours)
                 t_ours = min(t_ours, seconds)
@@ -104,7 +106,7 @@ def main() -> None:
             vectors[precision] = out
     print(
         f"random BERT-base (110M parameters), {n_docs} documents, {n_sub} sub-tokens, batch "
-        f"{args.batch_size}, device {device}, best of {args.repeats}"
+        f"{args.batch_size}, device {device}, best of {repeats}"
     )
     print(f"machine: {machine()}")
     print(HEADER)

@@ -73,10 +73,13 @@ def child(n_docs: int, model: str, cache: bool, batch_size: int) -> None:
     out = pooled.transform(texts)
     seconds = time.perf_counter() - start
     info = skembed.cache_info()
+    docs = emb._documents(texts)  # what transform holds while it runs: the token lists
+    tokens = sum(sys.getsizeof(d) + sum(map(sys.getsizeof, d)) for d in docs)
     print(
         json.dumps(
             {
                 "docs": n_docs,
+                "token_lists_mib": tokens / 2**20,
                 "baseline_mib": base,
                 "peak_mib": peak_mib(),
                 "output_mib": out.nbytes / 2**20,
@@ -123,8 +126,9 @@ def main() -> None:
         f"{label}, batch {args.batch_size}; per run: "
         + "; ".join(
             f"{n} docs cache {'on' if c else 'off'}: peak {r['peak_mib']:.0f} MiB, baseline "
-            f"{r['baseline_mib']:.0f} MiB, output {r['output_mib']:.1f} MiB, states kept "
-            f"{r['state_mib']:.0f} MiB, {r['seconds']:.1f} s"
+            f"{r['baseline_mib']:.0f} MiB, output {r['output_mib']:.1f} MiB, token lists "
+            f"{r['token_lists_mib']:.1f} MiB, states kept {r['state_mib']:.0f} MiB, "
+            f"{r['seconds']:.1f} s"
             for (n, c), r in runs.items()
         )
     )

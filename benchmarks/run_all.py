@@ -34,7 +34,6 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 QUICK = {
     "bench_word.py": ["--words", "100000"],
     "bench_dask.py": ["--docs", "500", "--repeat", "2"],
-    "bench_throughput.py": ["--docs", "1000", "--slice", "500"],
     "bench_gpu.py": [],  # on a CPU it runs a few documents only
 }
 ROW = re.compile(r"^\|(.*\|){5}\s*$")

@@ -6,6 +6,7 @@ The forward pass returns, per document, every layer's states of its sub-tokens p
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -456,9 +457,10 @@ def _read(hf: HFModel, rows: list[list[int]], batch_size: int, grid, take, devic
     for b, first in enumerate(range(0, len(rows), batch_size)):
         hidden = _run(hf, rows[first : first + batch_size], device)
         mine = torch.nonzero((take >= grid[b]) & (take < grid[b + 1])).flatten()
-        if out is None:
+        if out is None:  # layers may differ in dtype under autocast: keep the widest
+            dtype = functools.reduce(torch.promote_types, (h.dtype for h in hidden))
             shape = (len(hidden), len(take), hidden[-1].shape[-1])
-            out = torch.empty(shape, dtype=hidden[-1].dtype, device=hidden[-1].device)
+            out = torch.empty(shape, dtype=dtype, device=hidden[-1].device)
         index = (take[mine] - int(grid[b])).to(out.device, non_blocking=True)
         whole = len(mine) == len(take)  # the usual case: every document in one batch
         for layer, h in enumerate(hidden):

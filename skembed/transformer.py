@@ -156,30 +156,30 @@ class TransformerEmbeddings(_HFEmbedder):
         # words at once (after a grid search's first fold, a batch mixes a few passes).
         groups: dict[int, list[int]] = {}
         for i, state in enumerate(states):
-            groups.setdefault(id(state.base), []).append(i)
+            key = id(state.base) if state.base is not None else -1 - i
+            groups.setdefault(key, []).append(i)
         out: list = [None] * len(states)
         for members in groups.values():
-            group = [states[i] for i in members]
-            if len(group) == 1 or group[0].base is None:
-                words = [
-                    _words(s.sub.permute(1, 0, 2), s.spans, s.sub.shape[1], index, mix, op)
-                    for s in group
-                ]
-            else:
-                words = _read_group(group, index, mix, op)
+            words = _read_group([states[i] for i in members], index, mix, op)
             for i, w in zip(members, words):
                 out[i] = w
         return out
 
 
 def _read_group(states, layers, mix, op: str) -> list[torch.Tensor]:
-    """Word vectors of documents whose states are views of one tensor, with one read."""
+    """Word vectors of documents whose states are views of one tensor, read at once."""
     base = states[0].base
+    if base is None:  # a state made elsewhere: its own tensor
+        base, at = states[0].sub, [0]
+    else:
+        at = [s.at for s in states]
+    n_layers, n_pos, hidden = base.shape
     counts = [len(s.spans) for s in states]
-    shift = torch.tensor([s.at for s in states])
-    spans = torch.cat([s.spans for s in states]) + _per_word(shift, counts, base.device)
+    spans = torch.cat([s.spans for s in states])
+    spans = spans + _per_word(torch.tensor(at), counts, spans.device)
     n_sub = sum(s.sub.shape[1] for s in states)
-    words = _words(base.permute(1, 0, 2), spans, n_sub, layers, mix, op)
+    flat = base.reshape(n_layers * n_pos, hidden)  # row l * n_pos + p: layer l, position p
+    words = _words(flat, n_pos, spans, n_sub, layers, mix, op)
     return list(torch.split(words, counts, 0))
 
 
@@ -188,14 +188,20 @@ def _per_word(values: torch.Tensor, counts: list[int], device) -> torch.Tensor:
     return torch.repeat_interleave(values, torch.tensor(counts)).to(device)[:, None]
 
 
-def _words(tokens, spans, total: int, layers, mix, op: str) -> torch.Tensor:
+def _words(flat, n_pos: int, spans, total: int, layers, mix, op: str) -> torch.Tensor:
     """Word vectors ``(n_words, n_features)`` from sub-token states.
 
-    ``tokens`` is ``(positions, n_layers, hidden)`` (a view), ``spans`` the ``[start, end)``
-    of each word in it, ``total`` the number of the words' sub-tokens, ``layers`` the layer
-    indices, ``mix`` scalar-mix weights or None. The vectors are read with one indexing
-    operation: unused layers and sub-tokens are never copied.
+    ``flat`` holds the states of ``n_pos`` positions layer after layer, ``(n_layers * n_pos,
+    hidden)``; ``spans`` is the ``[start, end)`` position of each word, ``total`` the number
+    of the words' sub-tokens, ``layers`` the layer indices, ``mix`` scalar-mix weights or
+    None. The rows needed are copied with one ``index_select``: unused layers and sub-tokens
+    are never copied.
     """
+
+    def read(positions):  # (..., n_layers, hidden) states at positions (...,)
+        rows = positions.unsqueeze(-1) + layers * n_pos
+        return flat.index_select(0, rows.reshape(-1)).view(*rows.shape, flat.shape[1])
+
     if op == "mean" and total != len(spans):
         n_sub = spans[:, 1] - spans[:, 0]
         word = torch.repeat_interleave(
@@ -203,28 +209,28 @@ def _words(tokens, spans, total: int, layers, mix, op: str) -> torch.Tensor:
         )
         # Position of every sub-token: its word's start plus its rank within the word.
         rank = torch.arange(total, device=spans.device) - (n_sub.cumsum(0) - n_sub)[word]
-        sub = _mixed(tokens[(spans[word, 0] + rank)[:, None], layers], mix, dim=1)
-        return _word_means(sub, spans - spans[:, :1] + (n_sub.cumsum(0) - n_sub)[:, None])
+        sub = _mixed(read(spans[word, 0] + rank), mix, dim=1)
+        return _word_means(sub, word, n_sub)
     if op in ("first", "mean"):  # a mean over one sub-token per word is its first
         pos = spans[:, :1]
     elif op == "last":
         pos = spans[:, 1:] - 1
     else:  # first_last: [first@each layer, last@each layer]
         pos = spans - torch.tensor([0, 1], device=spans.device)
-    x = _mixed(tokens[pos[:, :, None], layers], mix, dim=2)
-    return x.reshape(len(spans), -1)
+    return _mixed(read(pos), mix, dim=2).reshape(len(spans), -1)
 
 
-def _word_means(sub: torch.Tensor, spans: torch.Tensor) -> torch.Tensor:
-    """``(n_words, n_layers * hidden)`` means of ``sub`` (``(n_subtokens, n_layers, hidden)``,
-    the words' sub-tokens one after the other) over each word's span."""
-    n_sub = spans[:, 1] - spans[:, 0]
-    word = torch.repeat_interleave(
-        torch.arange(len(spans), device=spans.device), n_sub, output_size=sub.shape[0]
-    )
-    out = torch.zeros((len(spans),) + tuple(sub.shape[1:]), dtype=sub.dtype, device=sub.device)
-    out.index_add_(0, word, sub)
-    return (out / n_sub.to(sub.dtype)[:, None, None]).reshape(len(spans), -1)
+def _word_means(sub: torch.Tensor, word: torch.Tensor, n_sub: torch.Tensor) -> torch.Tensor:
+    """``(n_words, n_layers * hidden)``: the mean of the sub-token states ``sub`` of each word
+    (``word`` is the word of each row of ``sub``, ``n_sub`` the sub-tokens of each word)."""
+    sub = sub.reshape(len(sub), -1)
+    first = n_sub.cumsum(0) - n_sub
+    out = sub.index_select(0, first)  # most words have one sub-token: only the others are added
+    rest = torch.ones(len(sub), dtype=torch.bool, device=sub.device)
+    rest[first] = False
+    rest = rest.nonzero().flatten()
+    out.index_add_(0, word[rest], sub.index_select(0, rest))
+    return out / n_sub.to(sub.dtype)[:, None]
 
 
 def _mixed(x: torch.Tensor, mix, dim: int) -> torch.Tensor:
