@@ -72,20 +72,25 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
 
 def interleaved(
     contenders: dict[str, Callable[[int], object]], n_slices: int, repeats: int
-) -> dict[str, float]:
-    """Seconds of each contender over all slices: per slice the best of ``repeats`` runs.
+) -> dict[str, tuple[float, float]]:
+    """Wall and process CPU seconds of each contender over all slices, per slice the best of
+    ``repeats`` runs.
 
     The contenders take turns slice by slice, so on a shared machine whose load drifts from
     second to second they see the same conditions, and the best of several runs of a short
-    slice discards the moments when another process had the cores.
+    slice discards the moments when another process had the cores. CPU seconds (all threads
+    of this process) hardly depend on other processes at all.
     """
-    best = {name: [float("inf")] * n_slices for name in contenders}
+    wall = {name: [float("inf")] * n_slices for name in contenders}
+    cpu = {name: [float("inf")] * n_slices for name in contenders}
     for _ in range(repeats):
         for s in range(n_slices):
             for name, fn in contenders.items():
+                start = time.process_time()
                 seconds, _ = timed(lambda fn=fn, s=s: fn(s))
-                best[name][s] = min(best[name][s], seconds)
-    return {name: sum(times) for name, times in best.items()}
+                wall[name][s] = min(wall[name][s], seconds)
+                cpu[name][s] = min(cpu[name][s], time.process_time() - start)
+    return {name: (sum(wall[name]), sum(cpu[name])) for name in contenders}
 
 
 def slices(n: int, size: int) -> list[slice]:
