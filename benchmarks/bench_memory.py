@@ -9,7 +9,9 @@ a minute or two; ``--model minilm`` uses the packaged MiniLM instead.
 
 Two settings of the state cache: on (the default, bounded by its byte budget: it keeps every
 document's states up to the budget, 1 GiB unless ``skembed.set_cache(max_bytes=...)``), and
-off (``skembed.set_cache(enabled=False)``), which shows the streaming itself.
+off (``skembed.set_cache(enabled=False)``), which shows the streaming itself. The details give,
+per run, the size of the output and of the validated token lists that ``transform`` holds
+while it runs (both grow with the corpus; the token vectors do not).
 
     python benchmarks/bench_memory.py [--sizes 10000,100000] [--batch-size 32] [--model tiny]
 """
