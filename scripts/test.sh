@@ -7,4 +7,5 @@ export HF_HUB_OFFLINE=1 SKEMBED_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # Some VMs advertise AMX without enabling it; oneDNN's bfloat16 kernels then die (SIGILL).
 export ONEDNN_MAX_CPU_ISA="${ONEDNN_MAX_CPU_ISA:-AVX512_CORE_BF16}"
 "${PYTHON:-python3}" -m ruff check skembed tests
-"${PYTHON:-python3}" -m pytest -q --durations=15 "$@"
+# The tests, and the runnable examples in the docstrings of skembed's modules.
+"${PYTHON:-python3}" -m pytest -q --durations=15 --doctest-modules --ignore=tests/data tests skembed "$@"

@@ -31,9 +31,10 @@ class RaggedEmbeddings:
     >>> r = RaggedEmbeddings.from_list([torch.ones(2, 3), torch.zeros(1, 3)], [["a", "b"], ["c"]])
     >>> len(r), r[0].shape, r.to_numpy().shape
     (2, (2, 3), (3, 3))
-    >>> r.to_frame().loc[1]
-       token   x0   x1   x2
-    0      c  0.0  0.0  0.0
+    >>> r.to_frame().loc[1]  # doctest: +NORMALIZE_WHITESPACE
+             token   x0   x1   x2
+    position
+    0            c  0.0  0.0  0.0
     """
 
     def __init__(self, data, offsets, tokens, feature_names=None):
