@@ -8,6 +8,7 @@ from sklearn import get_config
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
+from ._device import to_host
 from ._layers import parse_layers
 from .base import TextTransformerMixin, check_choice
 from .cache import STATES
@@ -57,7 +58,7 @@ class _DocumentOutput:
         wants_torch = self.output == "torch" or get_config().get("array_api_dispatch", False)
         if wants_torch and container == "default":
             return pooled if device is None else pooled.to(device)
-        return pooled.detach().cpu().numpy()
+        return to_host(pooled.detach()).numpy()
 
 
 class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimator):

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ._device import to_host
+
 
 class RaggedEmbeddings:
     """Token vectors of several documents: a flat ``(total_tokens, dim)`` tensor plus offsets.
@@ -140,7 +142,7 @@ class RaggedEmbeddings:
     # -- conversions -----------------------------------------------------------
     def to_numpy(self) -> np.ndarray:
         """The flat ``(total_tokens, dim)`` data as a numpy array (one device-to-host copy)."""
-        return self.data.detach().cpu().numpy()
+        return to_host(self.data.detach()).numpy()
 
     def to_list(self) -> list[np.ndarray]:
         """One ``(n_tokens_i, dim)`` numpy array per document."""
