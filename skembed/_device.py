@@ -107,7 +107,7 @@ def autocast(device: torch.device, precision: str):
 def to_host(tensor: torch.Tensor) -> torch.Tensor:
     """Copy a tensor to the CPU, through pinned memory for CUDA tensors."""
     if tensor.device.type != "cuda":
-        return tensor
+        return tensor.cpu()  # the tensor itself when it is on the CPU already
     out = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
     out.copy_(tensor, non_blocking=True)
     torch.cuda.current_stream(tensor.device).synchronize()

@@ -346,10 +346,13 @@ class DocState:
     # and where ``sub`` starts in it: documents of one pass are combined with one read.
     base: torch.Tensor | None = None
     at: int = 0
+    # ``spans`` plus ``at``: each word's sub-tokens as positions in ``base``.
+    base_spans: torch.Tensor | None = None
 
     @property
     def nbytes(self) -> int:
-        return sum(t.element_size() * t.nelement() for t in (self.sub, self.special, self.spans))
+        tensors = (self.sub, self.special, self.spans, self.base_spans)
+        return sum(t.element_size() * t.nelement() for t in tensors if t is not None)
 
 
 def _windows(n: int, size: int) -> list[tuple[int, int]]:
@@ -422,20 +425,26 @@ def forward(hf: HFModel, docs: list[list[str]], batch_size: int) -> list[DocStat
             win, pos = _owner(n, wins)
             take.append(row_at[first + np.asarray(win)] + n_pre + np.asarray(pos))
     states = _read(hf, rows, batch_size, grid, np.concatenate(take).astype(np.int64), device)
-    spans = _spans([p[0] for p in plans]).to(states.device)
-    out, at, word_at, n_spec = [], 0, 0, n_pre + n_suf
-    for counts, n, _, _ in plans:
-        sub_at = at + n_spec
+    n_spec = n_pre + n_suf
+    n_sub = np.array([p[1] for p in plans], dtype=np.int64)
+    sub_at = np.cumsum(n_sub + n_spec) - n_sub  # where each document's sub-tokens start
+    n_words = np.array([len(p[0]) for p in plans], dtype=np.int64)
+    spans = _spans([p[0] for p in plans])
+    base_spans = (spans + torch.from_numpy(np.repeat(sub_at, n_words))[:, None]).to(states.device)
+    spans = spans.to(states.device)
+    out, word_at = [], 0
+    for n, at, words in zip(n_sub.tolist(), sub_at.tolist(), n_words.tolist()):
         out.append(
             DocState(
-                sub=states[:, sub_at : sub_at + n],
-                special=states[:, at:sub_at],
-                spans=spans[word_at : word_at + len(counts)],
+                sub=states[:, at : at + n],
+                special=states[:, at - n_spec : at],
+                spans=spans[word_at : word_at + words],
                 base=states,
-                at=sub_at,
+                at=at,
+                base_spans=base_spans[word_at : word_at + words],
             )
         )
-        at, word_at = sub_at + n, word_at + len(counts)
+        word_at += words
     return out
 
 

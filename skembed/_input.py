@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Callable, Iterable, Sequence
@@ -104,9 +105,14 @@ def _documents_of(X) -> tuple[Sequence, list | None]:
     return list(X), None
 
 
-def check_tokens(tokens, where: str) -> list[str]:
-    """Validate one pre-tokenized document; ``where`` names it in errors ("Document 3")."""
+def check_tokens(tokens, where) -> list[str]:
+    """Validate one pre-tokenized document; ``where`` names it in errors ("Document 3"), or is
+    a callable that returns that name (built only when there is an error)."""
     out = list(tokens)
+    if all(map(str.__instancecheck__, out)):  # the usual case, checked at C speed
+        return out
+    if callable(where):
+        where = where()
     for j, tok in enumerate(out):
         if not isinstance(tok, str):
             if isinstance(tok, list | tuple | np.ndarray):
@@ -154,12 +160,14 @@ def check_documents(X, tokenizer=None) -> list[list[str]]:
                 tokens = split(doc)
             except Exception as exc:
                 raise ValueError(f"{_where(i, labels)}: the tokenizer failed: {exc}") from exc
-            if isinstance(tokens, str) or not isinstance(tokens, Iterable):
+            if type(tokens) is not list and (
+                isinstance(tokens, str) or not isinstance(tokens, Iterable)
+            ):
                 raise TypeError(
                     f"{_where(i, labels)}: the tokenizer must return a list of strings, "
                     f"got {type(tokens).__name__}."
                 )
-            out.append(check_tokens(tokens, _where(i, labels)))
+            out.append(check_tokens(tokens, functools.partial(_where, i, labels)))
         elif _is_missing(doc):
             raise ValueError(
                 f"{_where(i, labels)} is missing ({_show(doc)}); fill or drop missing texts "
@@ -170,7 +178,7 @@ def check_documents(X, tokenizer=None) -> list[list[str]]:
                 f"{_where(i, labels)} is bytes; decode it first, e.g. doc.decode('utf-8')."
             )
         elif isinstance(doc, list | tuple | np.ndarray):
-            out.append(check_tokens(doc, _where(i, labels)))
+            out.append(check_tokens(doc, functools.partial(_where, i, labels)))
         else:
             raise TypeError(
                 f"{_where(i, labels)} is {_show(doc)} of type {type(doc).__name__}; a document "

@@ -32,9 +32,13 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._device import autocast, check_cpu_precision, check_device, check_precision, resolve_device
 from ._input import check_documents, resolve_tokenizer
+from ._pooling import pool
 from .cache import MODELS, STATES
 from .ragged import RaggedEmbeddings
 
+# Cached states are pooled _POOL_CHUNK batches at a time: few calls (each has a fixed cost),
+# memory still a multiple of the batch size.
+_POOL_CHUNK = 8
 # Rows per forward pass after an out-of-memory retry; per thread, so concurrent calls never mix.
 _BATCH_LIMIT: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "skembed_batch_limit", default=None
@@ -232,9 +236,68 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
         """Yield ``(document indices, token tensors)`` batch by batch, longest documents first."""
         check_is_fitted(self, "n_features_out_")
         model = self._get_model()
-        prefix = self._state_prefix()
         empty = torch.zeros((0, self.n_features_out_), device=self._device)
-        order = sorted(range(len(docs)), key=lambda i: -self._doc_cost(docs[i]))
+        for batch, index, states in self._batch_states(model, docs, range(len(docs))):
+            with torch.inference_mode():
+                tensors = self._combine(model, states) if index else []
+            by_doc = dict(zip(index, tensors))
+            yield batch, [by_doc[i].float() if i in by_doc else empty for i in batch]
+
+    def iter_pooled(
+        self, docs: list[list[str]], pooling: str
+    ) -> Iterator[tuple[list, torch.Tensor]]:
+        """Yield ``(document indices, rows)``: each document's token vectors pooled into one
+        row (``pooling`` as for :func:`skembed.document.pool`), batch by batch."""
+        for index, tensors in self.iter_batches(docs):
+            yield index, _pool_tensors(tensors, pooling)
+
+    def _iter_pooled_states(self, docs: list[list[str]], pooling: str):
+        """``iter_pooled`` straight from states, for subclasses whose ``iter_batches`` is the
+        base one: documents with cached states first, in chunks of whole forward passes
+        (``_state_group``), each pooled by one ``_combine_pooled`` call; then the others in
+        length-sorted batches through the network. Memory stays within a batch's worth."""
+        check_is_fitted(self, "n_features_out_")
+        model = self._get_model()
+        prefix = self._state_prefix()
+        empty = [i for i, doc in enumerate(docs) if not doc and self._skip_empty]
+        if empty:
+            yield empty, torch.zeros((len(empty), self.n_features_out_), device=self._device)
+        index = [i for i, doc in enumerate(docs) if doc or not self._skip_empty]
+        states = STATES.get_many([prefix + (tuple(docs[i]),) for i in index])
+        cached = [(self._state_group(s), k) for k, s in enumerate(states) if s is not None]
+        cached.sort(key=lambda item: item[0])
+        chunk_size = _POOL_CHUNK * self.batch_size  # documents pooled per call, at least
+        chunk: list[int] = []
+        for pos, (group, k) in enumerate(cached):
+            chunk.append(k)
+            following = cached[pos + 1][0] if pos + 1 < len(cached) else None
+            if following is None or (following != group and len(chunk) >= chunk_size):
+                with torch.inference_mode():
+                    rows = self._combine_pooled(model, [states[k] for k in chunk], pooling)
+                yield [index[k] for k in chunk], rows
+                chunk = []
+        missing = [index[k] for k, s in enumerate(states) if s is None]
+        del states, cached
+        for _, found, found_states in self._batch_states(model, docs, missing, count=False):
+            if found:
+                with torch.inference_mode():
+                    yield found, self._combine_pooled(model, found_states, pooling)
+
+    def _state_group(self, state) -> Any:
+        """States with one group key were computed together (see ``_iter_pooled_states``);
+        by default each state is its own group."""
+        return id(state)
+
+    def _combine_pooled(self, model, states: list, pooling: str) -> torch.Tensor:
+        """``(len(states), n_features)``: ``_combine``'s token vectors pooled per document."""
+        return _pool_tensors([t.float() for t in self._combine(model, states)], pooling)
+
+    def _batch_states(self, model, docs: list[list[str]], subset, count: bool = True):
+        """Yield ``(batch, its non-empty documents, their states)`` over the documents
+        ``subset`` in length-sorted batches; states missing from the cache are computed (and
+        cached) batch by batch. ``count=False``: the lookups were counted already."""
+        prefix = self._state_prefix()
+        order = sorted(subset, key=lambda i: -self._doc_cost(docs[i]))
         batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
         budget = [self.batch_size]  # shrinks for the rest of the call after running out of memory
         if self.show_progress_bar:
@@ -244,17 +307,14 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
         for batch in batches:
             index = [i for i in batch if docs[i] or not self._skip_empty]
             keys = [prefix + (tuple(docs[i]),) for i in index]
-            states = [STATES.get(k) for k in keys]
+            states = STATES.get_many(keys, count=count)
             missing = [j for j, s in enumerate(states) if s is None]
             if missing:
                 new = self._forward_fitting(model, docs, [index[j] for j in missing], budget)
                 for j, state in zip(missing, new):
                     states[j] = state
                     STATES.put(keys[j], state)
-            with torch.inference_mode():
-                tensors = self._combine(model, states) if index else []
-            by_doc = dict(zip(index, tensors))
-            yield batch, [by_doc[i].float() if i in by_doc else empty for i in batch]
+            yield batch, index, states
 
     def _forward_fitting(
         self, model, docs: list[list[str]], index: list[int], budget: list[int]
@@ -305,3 +365,8 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
             RuntimeWarning,
             stacklevel=4,
         )
+
+
+def _pool_tensors(tensors: list[torch.Tensor], pooling: str) -> torch.Tensor:
+    """One pooled row per ``(n_tokens, dim)`` tensor."""
+    return pool(torch.cat(tensors, 0), [len(t) for t in tensors], pooling)

@@ -98,6 +98,22 @@ class StateCache:
             self.hits += count
             return item[0]
 
+    def get_many(self, keys: list[Hashable], count: bool = True) -> list:
+        """``[get(key) for key in keys]`` under one lock (and with one counter update)."""
+        if not self.enabled:
+            return [None] * len(keys)
+        with self._lock:
+            found = list(map(self._items.get, keys))
+            move = self._items.move_to_end
+            for key, item in zip(keys, found):
+                if item is not None:
+                    move(key)
+            hits = len(keys) - found.count(None)
+            if count:
+                self.hits += hits
+                self.misses += len(keys) - hits
+        return [None if item is None else item[0] for item in found]
+
     def put(self, key: Hashable, state) -> None:
         if not self.enabled:
             return

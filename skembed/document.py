@@ -10,6 +10,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._device import to_host
 from ._layers import parse_layers
+from ._pooling import pool
 from .base import TextTransformerMixin, check_choice
 from .cache import STATES
 from .ragged import RaggedEmbeddings
@@ -17,27 +18,6 @@ from .transformer import _HFEmbedder
 
 POOLINGS = ("mean", "max", "min")
 OUTPUTS = ("numpy", "torch")
-
-
-def pool(data: torch.Tensor, lengths, pooling: str) -> torch.Tensor:
-    """Pool a flat ``(total_tokens, dim)`` tensor into ``(n_docs, dim)``; empty documents give zeros.
-
-    Examples
-    --------
-    >>> import torch
-    >>> pool(torch.tensor([[1.0], [3.0], [5.0]]), [2, 0, 1], "mean").tolist()
-    [[2.0], [0.0], [5.0]]
-    """
-    lengths = torch.as_tensor(np.asarray(lengths, dtype=np.int64), device=data.device)
-    n_docs = len(lengths)
-    index = torch.repeat_interleave(torch.arange(n_docs, device=data.device), lengths)
-    out = torch.zeros((n_docs, data.shape[1]), dtype=data.dtype, device=data.device)
-    if pooling == "mean":
-        out.index_add_(0, index, data)
-        return out / lengths.clamp(min=1).to(data.dtype)[:, None]
-    reduce = "amax" if pooling == "max" else "amin"
-    target = index[:, None].expand_as(data)
-    return out.scatter_reduce_(0, target, data, reduce=reduce, include_self=False)
 
 
 class _DocumentOutput:
@@ -147,27 +127,55 @@ class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimato
         combine = getattr(emb, "_combine_key", None)
         if combine is None or not STATES.enabled or not docs:
             return self._finish(self._pool_documents(emb, docs))
-        # Each document's pooled row is kept: the folds of a grid search, which transform
-        # every document several times with one candidate's settings, pool it once.
-        emb._get_model()  # the device, also after unpickling
-        prefix = emb._state_prefix() + ("pooled", combine(), self.pooling)
-        keys = [prefix + (tuple(doc),) for doc in docs]
-        rows = [STATES.get(key, count=False) for key in keys]
-        missing = [i for i, row in enumerate(rows) if row is None]
+        return self._finish(self._cached_rows(emb, docs, combine()), device=emb._device)
+
+    def _cached_rows(self, emb, docs: list[list[str]], combine_key) -> torch.Tensor:
+        """Pooled rows, kept in the state cache per document and per block of columns.
+
+        The folds of a grid search transform every document several times with one
+        candidate's settings: each is pooled once. Where the embedder's columns come in
+        independent blocks (one per layer for :class:`TransformerEmbeddings`), each block is
+        kept apart, so candidates that share layers share their pooled rows: layers="-1,-2"
+        after "-1" and "-2" costs no pooling at all.
+        """
+        model = emb._get_model()  # the device, also after unpickling
+        split = getattr(emb, "_column_blocks", None)
+        blocks = split(model) if split is not None else None
+        if blocks is None:
+            blocks = [combine_key]
+        prefix = emb._state_prefix() + ("pooled", self.pooling)
+        keys = [[prefix + (block, doc) for block in blocks] for doc in map(tuple, docs)]
+        flat = STATES.get_many([key for doc_keys in keys for key in doc_keys], count=False)
+        rows = [flat[k : k + len(blocks)] for k in range(0, len(flat), len(blocks))]
+        missing = [i for i, parts in enumerate(rows) if any(p is None for p in parts)]
         if missing:
-            # Rows are kept on the host, where results usually go (one copy per call).
-            fresh = self._pool_documents(emb, [docs[i] for i in missing]).cpu()
-            for i, row in zip(missing, fresh):
-                rows[i] = row.clone()  # not a view: the cache budget counts what it holds
-                STATES.put(keys[i], rows[i])
-        return self._finish(torch.stack(rows), device=emb._device)
+            need = sorted({j for i in missing for j, part in enumerate(rows[i]) if part is None})
+            part = emb if len(need) == len(blocks) else emb._for_blocks([blocks[j] for j in need])
+            # Rows are kept on the host as arrays, where results usually go (one copy per
+            # call), and copied, not views: the budget counts what each holds. NumPy, as
+            # thousands of tiny tensor operations would cost more than the pooling.
+            fresh = to_host(self._pool_documents(part, [docs[i] for i in missing])).numpy()
+            width = fresh.shape[1] // len(need)
+            for k, j in enumerate(need):
+                for i, row in zip(missing, fresh[:, k * width : (k + 1) * width]):
+                    if rows[i][j] is None:
+                        rows[i][j] = row.copy()
+                        STATES.put(keys[i][j], rows[i][j])
+        if len(blocks) == 1:
+            return torch.from_numpy(np.stack([parts[0] for parts in rows]))
+        return torch.from_numpy(np.concatenate([np.stack(column) for column in zip(*rows)], 1))
 
     def _pool_documents(self, emb, docs: list[list[str]]) -> torch.Tensor:
         """Pool documents batch by batch: the token vectors of the corpus are never all held."""
+        if hasattr(emb, "iter_pooled"):
+            batches = emb.iter_pooled(docs, self.pooling)
+        else:  # an embedder of another kind that only gives token vectors
+            batches = (
+                (index, pool(torch.cat(t, 0), [len(x) for x in t], self.pooling))
+                for index, t in emb.iter_batches(docs)
+            )
         out = None
-        for index, tensors in emb.iter_batches(docs):
-            flat = torch.cat(tensors, 0)
-            pooled = pool(flat, [len(t) for t in tensors], self.pooling)
+        for index, pooled in batches:
             if out is None:
                 out = torch.zeros((len(docs), pooled.shape[1]), device=pooled.device)
             out[torch.as_tensor(index, device=out.device)] = pooled

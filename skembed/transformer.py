@@ -7,6 +7,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _hf
 from ._layers import mix_weights, parse_layers
+from ._pooling import pool
 from .base import BaseTokenEmbedder, check_choice
 
 POOLING_OPERATIONS = ("first", "last", "first_last", "mean")
@@ -140,52 +141,93 @@ class TransformerEmbeddings(_HFEmbedder):
         weights = repr(self.scalar_mix_weights) if self.use_scalar_mix else None
         return (repr(self.layers), self.pooling_operation, bool(self.use_scalar_mix), weights)
 
+    def _column_blocks(self, model) -> list | None:
+        """The output's columns as blocks that can be pooled and kept apart (see
+        ``DocumentPoolEmbeddings``): one per layer, unless the layers are mixed into one
+        (``use_scalar_mix``) or interleaved (``first_last``)."""
+        if self.use_scalar_mix or self.pooling_operation == "first_last":
+            return None
+        op = self.pooling_operation
+        return [(layer, op) for layer in parse_layers(self.layers, model.n_layers)]
+
+    def _for_blocks(self, blocks: list) -> TransformerEmbeddings:
+        """This fitted embedder with only the layers of ``blocks`` (from ``_column_blocks``),
+        sharing its model; not a public estimator (its parameters are not the user's)."""
+        part = object.__new__(type(self))
+        part.__dict__.update(self.__dict__)
+        part.layers = tuple(layer for layer, _ in blocks)
+        part.n_features_out_ = part._n_features(self._get_model())
+        return part
+
     def _n_features(self, model):
         n_layers = 1 if self.use_scalar_mix else len(parse_layers(self.layers, model.n_layers))
         factor = 2 if self.pooling_operation == "first_last" else 1
         return n_layers * model.hidden_size * factor
 
     def _combine(self, model, states):
+        out: list = [None] * len(states)
+        for members, words, counts in self._read_groups(model, states):
+            for i, w in zip(members, torch.split(words, counts, 0)):
+                out[i] = w
+        return out
+
+    def _combine_pooled(self, model, states, pooling):
+        # The word vectors of every group, then one pooling (few large operations: many
+        # small ones cost more than the arithmetic on short texts).
+        order, words, counts = [], [], []
+        for members, group_words, group_counts in self._read_groups(model, states):
+            order += members
+            words.append(group_words)
+            counts += group_counts
+        pooled = pool(torch.cat(words) if len(words) > 1 else words[0], counts, pooling)
+        if order == list(range(len(states))):
+            return pooled
+        rows = torch.empty_like(pooled)
+        rows[torch.as_tensor(order, device=rows.device)] = pooled
+        return rows
+
+    def _state_group(self, state):
+        return id(state.base) if state.base is not None else id(state)
+
+    def _read_groups(self, model, states):
+        """Yield ``(positions in states, word vectors, words per document)`` for each group
+        of documents computed in one forward pass (read at once: after a grid search's first
+        fold, a batch mixes a few passes)."""
         layers = parse_layers(self.layers, model.n_layers)
         index = torch.tensor(layers, device=states[0].sub.device)
         mix = None
         if self.use_scalar_mix:
             mix = mix_weights(self.scalar_mix_weights, len(layers)).to(index.device)
-        op = self.pooling_operation
-        # Documents computed in one forward pass share one tensor: read each such group's
-        # words at once (after a grid search's first fold, a batch mixes a few passes).
         groups: dict[int, list[int]] = {}
         for i, state in enumerate(states):
-            key = id(state.base) if state.base is not None else -1 - i
-            groups.setdefault(key, []).append(i)
-        out: list = [None] * len(states)
+            groups.setdefault(self._state_group(state), []).append(i)
         for members in groups.values():
-            words = _read_group([states[i] for i in members], index, mix, op)
-            for i, w in zip(members, words):
-                out[i] = w
-        return out
+            words, counts = _read_group(
+                [states[i] for i in members], index, mix, self.pooling_operation
+            )
+            yield members, words, counts
+
+    def iter_pooled(self, docs, pooling):
+        """Yield ``(document indices, rows)``: each document's word vectors pooled into one
+        row; documents whose states are cached are read a whole forward pass at a time."""
+        check_is_fitted(self, "n_features_out_")
+        _hf.prime_words(self._get_model(), docs)
+        return self._iter_pooled_states(docs, pooling)
 
 
-def _read_group(states, layers, mix, op: str) -> list[torch.Tensor]:
-    """Word vectors of documents whose states are views of one tensor, read at once."""
+def _read_group(states, layers, mix, op: str) -> tuple[torch.Tensor, list[int]]:
+    """Word vectors of documents whose states are views of one tensor, read at once, and
+    the number of words of each document."""
     base = states[0].base
     if base is None:  # a state made elsewhere: its own tensor
-        base, at = states[0].sub, [0]
+        base, spans = states[0].sub, states[0].spans
     else:
-        at = [s.at for s in states]
+        spans = torch.cat([s.base_spans for s in states])
     n_layers, n_pos, hidden = base.shape
     counts = [len(s.spans) for s in states]
-    spans = torch.cat([s.spans for s in states])
-    spans = spans + _per_word(torch.tensor(at), counts, spans.device)
     n_sub = sum(s.sub.shape[1] for s in states)
     flat = base.reshape(n_layers * n_pos, hidden)  # row l * n_pos + p: layer l, position p
-    words = _words(flat, n_pos, spans, n_sub, layers, mix, op)
-    return list(torch.split(words, counts, 0))
-
-
-def _per_word(values: torch.Tensor, counts: list[int], device) -> torch.Tensor:
-    """``values[d]`` repeated for each of document d's ``counts[d]`` words, as a column."""
-    return torch.repeat_interleave(values, torch.tensor(counts)).to(device)[:, None]
+    return _words(flat, n_pos, spans, n_sub, layers, mix, op), counts
 
 
 def _words(flat, n_pos: int, spans, total: int, layers, mix, op: str) -> torch.Tensor:

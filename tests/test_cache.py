@@ -180,14 +180,82 @@ def test_document_pool_rows_follow_every_parameter(bert):
     np.testing.assert_array_equal(pooled.transform(TEXTS), seen[("0", "first", "mean")])
 
 
+@pytest.mark.parametrize("op", ["first", "last", "mean"])
+@pytest.mark.parametrize("pooling", ["mean", "max"])
+def test_pooled_rows_are_kept_per_layer_and_shared(bert, op, pooling, monkeypatch):
+    """Layers "-1,0" after "-1" and "0" pools nothing new; "0,-1" reads the same rows in
+    its own order; a candidate with one new layer pools that layer alone. Bit for bit equal
+    to uncached runs (the same states, combined column by column)."""
+
+    def pooled(layers):
+        emb = TransformerEmbeddings(bert, layers=layers, pooling_operation=op, batch_size=3)
+        return DocumentPoolEmbeddings(emb, pooling=pooling).fit(TEXTS)
+
+    reference = {
+        layers: uncached(lambda layers=layers: pooled(layers).transform(TEXTS))
+        for layers in ("-1,0", "0,-1", "1,-1")
+    }
+    pooled("-1").transform(TEXTS)
+    pooled("0").transform(TEXTS[::-1])
+    combined = []  # the layers of every pooling computation from here on
+    original = TransformerEmbeddings._combine_pooled
+
+    def spy(self, model, states, pooling_):
+        combined.append(self.layers)
+        return original(self, model, states, pooling_)
+
+    monkeypatch.setattr(TransformerEmbeddings, "_combine_pooled", spy)
+    np.testing.assert_array_equal(pooled("-1,0").transform(TEXTS), reference["-1,0"])
+    np.testing.assert_array_equal(pooled("0,-1").transform(TEXTS), reference["0,-1"])
+    assert combined == []
+    np.testing.assert_array_equal(pooled("1,-1").transform(TEXTS), reference["1,-1"])
+    assert combined and all(layers == (1,) for layers in combined)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(layers="0,-1", pooling_operation="first_last"),
+        dict(layers="all", pooling_operation="mean", use_scalar_mix=True),
+    ],
+)
+def test_pooled_rows_of_combined_layers_are_kept_whole(bert, params):
+    """Settings whose columns mix layers (first_last, scalar mix) are kept as whole rows."""
+    emb = TransformerEmbeddings(bert, batch_size=3, **params)
+    pooled = DocumentPoolEmbeddings(emb, pooling="max").fit(TEXTS)
+    reference = uncached(lambda: pooled.transform(TEXTS))
+    np.testing.assert_array_equal(pooled.transform(TEXTS), reference)
+    np.testing.assert_array_equal(pooled.transform(TEXTS), reference)
+    rows = [k for k in STATES._items if "pooled" in k]
+    assert len(rows) == len(TEXTS)
+
+
+def test_documents_with_and_without_cached_states_in_one_call(bert):
+    """Some documents' states cached (by another setting), others not, in any order: each
+    gets its own row, equal to an uncached run within batch invariance, and the network
+    runs only on the new ones."""
+    first = TransformerEmbeddings(bert, layers="0", batch_size=3).fit()
+    first.transform(TEXTS[3:])
+    misses = skembed.cache_info()["state_misses"]
+    texts, order = shuffled(TEXTS + MORE, seed=3)
+    emb = TransformerEmbeddings(bert, layers="-1,0", pooling_operation="mean", batch_size=3)
+    pooled = DocumentPoolEmbeddings(emb, pooling="mean").fit(texts)
+    got = pooled.transform(texts)
+    new = len([t for t in TEXTS[:3] + MORE if t])
+    assert skembed.cache_info()["state_misses"] == misses + new
+    reference = uncached(lambda: pooled.transform(texts))
+    np.testing.assert_allclose(got, reference, rtol=0, atol=1e-5)
+    assert not np.abs(got[list(order).index(2)]).any()  # the empty document: zeros
+
+
 def test_pooled_rows_are_host_copies_not_views(bert):
     pooled = DocumentPoolEmbeddings(TransformerEmbeddings(bert)).fit(TEXTS)
     pooled.transform(TEXTS)
     rows = [v[0] for k, v in STATES._items.items() if "pooled" in k]
     assert len(rows) == len(TEXTS)
     for row in rows:
-        assert row.device.type == "cpu"
-        assert row.untyped_storage().nbytes() == row.nbytes  # owns its memory
+        assert isinstance(row, np.ndarray)  # on the host
+        assert row.base is None and row.flags.owndata  # owns its memory, not a view
 
 
 def test_grid_search_runs_the_network_once_per_document(bert):
@@ -248,6 +316,13 @@ def test_state_cache_lru_order_and_key_bytes():
     assert (cache.hits, cache.misses) == before
     cache.put(("too", "big", doc), torch.zeros(10_000))  # over the budget: not stored
     assert len(cache) == 2
+    # get_many: get on each key, in one call (same values, counters and recency)
+    found = cache.get_many([keys[2], keys[1], keys[0]])
+    assert found[1] is None and found[0] is not None and found[2] is not None
+    assert (cache.hits, cache.misses) == (before[0] + 2, before[1] + 1)
+    cache.put(("model", 7, doc), torch.zeros(100))  # evicts the least recently used: keys[2]
+    assert cache.get_many([keys[2], keys[0]], count=False)[0] is None
+    assert (cache.hits, cache.misses) == (before[0] + 2, before[1] + 1)
 
 
 def test_switch_off_and_clear(bert):

@@ -54,7 +54,9 @@ def build(family: str, folder: Path, max_len: int = MAX_LEN) -> Path:
     folder = Path(folder) / family
     if family == "bert":
         tok = _train(tf.BertTokenizer)
-        model = tf.BertModel(tf.BertConfig(vocab_size=len(tok), max_position_embeddings=max_len, **SMALL))
+        model = tf.BertModel(
+            tf.BertConfig(vocab_size=len(tok), max_position_embeddings=max_len, **SMALL)
+        )
     elif family == "distilbert":
         tok = _train(tf.DistilBertTokenizer)
         cfg = tf.DistilBertConfig(vocab_size=len(tok), dim=32, n_layers=2, n_heads=2, hidden_dim=37,
@@ -62,11 +64,15 @@ def build(family: str, folder: Path, max_len: int = MAX_LEN) -> Path:
         model = tf.DistilBertModel(cfg)
     elif family == "electra":
         tok = _train(tf.ElectraTokenizer)
-        cfg = tf.ElectraConfig(vocab_size=len(tok), embedding_size=16, max_position_embeddings=max_len, **SMALL)
+        cfg = tf.ElectraConfig(
+            vocab_size=len(tok), embedding_size=16, max_position_embeddings=max_len, **SMALL
+        )
         model = tf.ElectraModel(cfg)
     elif family == "albert":
         tok = _train(tf.AlbertTokenizer)
-        cfg = tf.AlbertConfig(vocab_size=len(tok), embedding_size=16, max_position_embeddings=max_len, **SMALL)
+        cfg = tf.AlbertConfig(
+            vocab_size=len(tok), embedding_size=16, max_position_embeddings=max_len, **SMALL
+        )
         model = tf.AlbertModel(cfg)
     elif family == "deberta-v2":
         tok = _train(tf.DebertaV2Tokenizer)
@@ -80,15 +86,21 @@ def build(family: str, folder: Path, max_len: int = MAX_LEN) -> Path:
         model = tf.RobertaModel(cfg)
     elif family == "gpt2":
         tok = _train(tf.GPT2Tokenizer, add_prefix_space=True)
-        cfg = tf.GPT2Config(vocab_size=len(tok), n_positions=max_len, n_embd=32, n_layer=2, n_head=2)
+        cfg = tf.GPT2Config(
+            vocab_size=len(tok), n_positions=max_len, n_embd=32, n_layer=2, n_head=2
+        )
         model = tf.GPT2Model(cfg)
     elif family == "openai-gpt":
         tok = _train(tf.OpenAIGPTTokenizer)
-        cfg = tf.OpenAIGPTConfig(vocab_size=len(tok), n_positions=max_len, n_embd=32, n_layer=2, n_head=2)
+        cfg = tf.OpenAIGPTConfig(
+            vocab_size=len(tok), n_positions=max_len, n_embd=32, n_layer=2, n_head=2
+        )
         model = tf.OpenAIGPTModel(cfg)
     elif family == "xlnet":
         tok = _train(tf.XLNetTokenizer)
-        cfg = tf.XLNetConfig(vocab_size=len(tok), d_model=32, n_layer=2, n_head=2, d_inner=37, mem_len=None)
+        cfg = tf.XLNetConfig(
+            vocab_size=len(tok), d_model=32, n_layer=2, n_head=2, d_inner=37, mem_len=None
+        )
         model = tf.XLNetModel(cfg)
     elif family == "xlm":
         tok = _xlm_tokenizer(folder / "_vocab")
@@ -97,7 +109,9 @@ def build(family: str, folder: Path, max_len: int = MAX_LEN) -> Path:
         model = tf.XLMModel(cfg)
     elif family == "t5":
         tok = _train(tf.T5Tokenizer, extra_ids=0)
-        cfg = tf.T5Config(vocab_size=len(tok), d_model=32, d_kv=16, d_ff=37, num_layers=2, num_heads=2)
+        cfg = tf.T5Config(
+            vocab_size=len(tok), d_model=32, d_kv=16, d_ff=37, num_layers=2, num_heads=2
+        )
         model = tf.T5EncoderModel(cfg)
     elif family == "modernbert":
         tok = _train(tf.RobertaTokenizer, add_prefix_space=True)
