@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -68,6 +68,8 @@ def _labels(index) -> list | None:
 def _documents_of(X) -> tuple[Sequence, list | None]:
     """The documents in ``X`` (list, tuple, 1-D array, Series, one-column frame), and the
     pandas index labels of a Series or frame whose index is not the default one."""
+    if isinstance(X, DocumentChunk):
+        return X.docs, X.labels
     if isinstance(X, str | bytes):
         raise TypeError(
             "Expected an iterable of documents (a list of strings or of token lists), "
@@ -153,42 +155,84 @@ def check_documents(X, tokenizer=None) -> list[list[str]]:
     """
     split = resolve_tokenizer(tokenizer)
     docs, labels = _documents_of(X)
+    start = X.start if isinstance(X, DocumentChunk) else 0
     out: list[list[str]] = []
     for i, doc in enumerate(docs):
-        if isinstance(doc, str):
-            try:
-                tokens = split(doc)
-            except Exception as exc:
-                raise ValueError(f"{_where(i, labels)}: the tokenizer failed: {exc}") from exc
-            if type(tokens) is not list and (
-                isinstance(tokens, str) or not isinstance(tokens, Iterable)
-            ):
-                raise TypeError(
-                    f"{_where(i, labels)}: the tokenizer must return a list of strings, "
-                    f"got {type(tokens).__name__}."
-                )
-            out.append(check_tokens(tokens, functools.partial(_where, i, labels)))
-        elif _is_missing(doc):
-            raise ValueError(
-                f"{_where(i, labels)} is missing ({_show(doc)}); fill or drop missing texts "
-                "first, e.g. X.fillna('') or X.dropna()."
-            )
-        elif isinstance(doc, bytes | bytearray):
+        where = functools.partial(_where, start + i, labels and labels[i : i + 1])
+        if not isinstance(doc, str):
+            _check_kind(doc, where)
+            out.append(check_tokens(doc, where))
+            continue
+        try:
+            tokens = split(doc)
+        except Exception as exc:
+            raise ValueError(f"{where()}: the tokenizer failed: {exc}") from exc
+        if type(tokens) is not list and (
+            isinstance(tokens, str) or not isinstance(tokens, Iterable)
+        ):
             raise TypeError(
-                f"{_where(i, labels)} is bytes; decode it first, e.g. doc.decode('utf-8')."
+                f"{where()}: the tokenizer must return a list of strings, "
+                f"got {type(tokens).__name__}."
             )
-        elif isinstance(doc, list | tuple | np.ndarray):
-            out.append(check_tokens(doc, functools.partial(_where, i, labels)))
-        else:
-            raise TypeError(
-                f"{_where(i, labels)} is {_show(doc)} of type {type(doc).__name__}; a document "
-                "must be a string or a list of token strings."
-            )
+        out.append(check_tokens(tokens, where))
     return out
 
 
-def _where(i: int, labels: list | None) -> str:
-    """How errors name document ``i``: its position, and its pandas label when that differs."""
-    if labels is None:
+def _check_kind(doc, where) -> None:
+    """Raise the error for a document that is neither a string nor a list of token strings."""
+    if isinstance(doc, str):
+        return
+    if _is_missing(doc):
+        raise ValueError(
+            f"{where()} is missing ({_show(doc)}); fill or drop missing texts "
+            "first, e.g. X.fillna('') or X.dropna()."
+        )
+    if isinstance(doc, bytes | bytearray):
+        raise TypeError(f"{where()} is bytes; decode it first, e.g. doc.decode('utf-8').")
+    if not isinstance(doc, list | tuple | np.ndarray):
+        raise TypeError(
+            f"{where()} is {_show(doc)} of type {type(doc).__name__}; a document "
+            "must be a string or a list of token strings."
+        )
+    if not all(map(str.__instancecheck__, doc)):
+        check_tokens(doc, where)  # raises, naming the token
+
+
+class DocumentChunk:
+    """Documents ``start, start + 1, ...`` of a larger input: validated by
+    :func:`check_documents` like any input, with errors naming their place in the whole."""
+
+    def __init__(self, docs: list, labels: list | None, start: int, total: int):
+        self.docs, self.labels, self.start, self.total = docs, labels, start, total
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+
+def document_chunks(X, size: int) -> Iterator[DocumentChunk]:
+    """``X`` in chunks of at most ``size`` documents, to be validated (tokenized) one at a
+    time so that the token lists of a large input are never all held.
+
+    The kind of every document (string, token list, missing...) is checked first, so that
+    these errors come before any work; tokenizer failures come with their chunk.
+
+    Examples
+    --------
+    >>> [len(c) for c in document_chunks(["a", "b c", ["d"]], 2)]
+    [2, 1]
+    """
+    docs, labels = _documents_of(X)
+    for i, doc in enumerate(docs):
+        if not isinstance(doc, str):
+            _check_kind(doc, functools.partial(_where, i, labels and labels[i : i + 1]))
+    for start in range(0, len(docs), size):
+        part = labels[start : start + size] if labels is not None else None
+        yield DocumentChunk(docs[start : start + size], part, start, len(docs))
+
+
+def _where(i: int, label: list | None) -> str:
+    """How errors name document ``i``: its position, and its pandas label (``[label]``, or
+    None when positions say it all)."""
+    if label is None:
         return f"Document {i}"
-    return f"Document {i} (index label {_show(labels[i])})"
+    return f"Document {i} (index label {_show(label[0])})"

@@ -33,7 +33,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._device import autocast, check_cpu_precision, check_device, check_precision, resolve_device
 from ._input import check_documents, resolve_tokenizer
 from ._pooling import pool
-from .cache import MODELS, STATES
+from .cache import MODELS, STATES, _nbytes, admits
 from .ragged import RaggedEmbeddings
 
 # Cached states are pooled _POOL_CHUNK batches at a time: few calls (each has a fixed cost),
@@ -300,6 +300,7 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
         order = sorted(subset, key=lambda i: -self._doc_cost(docs[i]))
         batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
         budget = [self.batch_size]  # shrinks for the rest of the call after running out of memory
+        keep = None  # whether this call's states are kept: decided on its first forward pass
         if self.show_progress_bar:
             from tqdm.auto import tqdm
 
@@ -311,9 +312,12 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
             missing = [j for j, s in enumerate(states) if s is None]
             if missing:
                 new = self._forward_fitting(model, docs, [index[j] for j in missing], budget)
+                if keep is None:
+                    keep = admits(sum(map(_nbytes, new)) / len(new), len(order))
                 for j, state in zip(missing, new):
                     states[j] = state
-                    STATES.put(keys[j], state)
+                    if keep:
+                        STATES.put(keys[j], state)
             yield batch, index, states
 
     def _forward_fitting(

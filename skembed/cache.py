@@ -11,6 +11,7 @@ their keys) with least-recently-used eviction.
 
 from __future__ import annotations
 
+import contextvars
 import sys
 import threading
 from collections import Counter, OrderedDict
@@ -156,6 +157,21 @@ class StateCache:
 MODELS = ModelCache()
 STATES = StateCache()
 
+# Documents of the call in progress (in this thread or task), when a caller that works
+# through a large input chunk by chunk knows more than each chunk (DocumentPoolEmbeddings).
+CALL_DOCUMENTS: contextvars.ContextVar[int] = contextvars.ContextVar(
+    "skembed_call_documents", default=0
+)
+
+
+def admits(nbytes_per_doc: float, n_docs: int) -> bool:
+    """Whether a call should keep the states of its ``n_docs`` documents (``nbytes_per_doc``
+    each): only if they take at most half of the budget. More would push out everything
+    else, and each other before they are read again (least-recently-used eviction on a scan
+    larger than the cache hits nothing), so a single pass over a large corpus keeps its
+    memory to a batch while a grid search over documents that fit is served from the cache."""
+    return nbytes_per_doc * max(n_docs, CALL_DOCUMENTS.get()) <= STATES.max_bytes / 2
+
 
 def set_cache(enabled: bool | None = None, max_bytes: int | None = None) -> None:
     """Configure the state cache of this process.
@@ -166,6 +182,8 @@ def set_cache(enabled: bool | None = None, max_bytes: int | None = None) -> None
         Turn the cache of forward-pass states on or off (on by default).
     max_bytes : int, optional
         Byte budget of the cache (1 GiB by default); the least recently used states go first.
+        A call (``transform``) whose documents' states would take more than half of the
+        budget does not keep them: raise the budget for grid searches over large corpora.
 
     Examples
     --------

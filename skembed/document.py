@@ -9,14 +9,16 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
 from ._device import to_host
+from ._input import document_chunks
 from ._layers import parse_layers
 from ._pooling import pool
 from .base import TextTransformerMixin, check_choice
-from .cache import STATES
+from .cache import CALL_DOCUMENTS, STATES
 from .ragged import RaggedEmbeddings
 from .transformer import _HFEmbedder
 
 POOLINGS = ("mean", "max", "min")
+_CHUNK_BATCHES = 64  # documents validated and pooled at a time: 64 batches' worth
 OUTPUTS = ("numpy", "torch")
 
 
@@ -123,11 +125,34 @@ class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimato
             ragged = self._check_ragged(X)
             return self._finish(pool(ragged.data.float(), ragged.lengths, self.pooling))
         emb = self.embeddings_
-        docs = emb._documents(X)
         combine = getattr(emb, "_combine_key", None)
-        if combine is None or not STATES.enabled or not docs:
-            return self._finish(self._pool_documents(emb, docs))
-        return self._finish(self._cached_rows(emb, docs, combine()), device=emb._device)
+        cached = combine is not None and STATES.enabled
+        if cached:
+            emb._get_model()  # the device, also after unpickling
+        out = None
+        # A chunk of documents at a time: the token lists of a large input are never all held.
+        size = _CHUNK_BATCHES * getattr(emb, "batch_size", 32)  # a stack has no batch size
+        for chunk in document_chunks(X, size):
+            docs = emb._documents(chunk)
+            token = CALL_DOCUMENTS.set(chunk.total)  # the state cache judges the whole input
+            try:
+                if cached and docs:
+                    rows = self._cached_rows(emb, docs, combine())
+                else:
+                    rows = self._pool_documents(emb, docs)
+            finally:
+                CALL_DOCUMENTS.reset(token)
+            if out is None:  # rows of the cache are on the host; computed ones on the device
+                out = (
+                    rows
+                    if chunk.total == len(rows)
+                    else rows.new_empty((chunk.total, rows.shape[1]))
+                )
+            if out is not rows:
+                out[chunk.start : chunk.start + len(rows)] = rows
+        if out is None:
+            out = torch.zeros((0, self.n_features_in_))
+        return self._finish(out, device=getattr(emb, "_device", None))
 
     def _cached_rows(self, emb, docs: list[list[str]], combine_key) -> torch.Tensor:
         """Pooled rows, kept in the state cache per document and per block of columns.

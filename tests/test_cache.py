@@ -8,6 +8,7 @@ meet in different batches (batch invariance).
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
@@ -348,3 +349,64 @@ def test_switch_off_and_clear(bert):
         np.testing.assert_array_equal(a, c)
     with pytest.raises(ValueError, match="max_bytes"):
         skembed.set_cache(max_bytes=-1)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_document_pool_works_through_large_inputs_chunk_by_chunk(bert, cache, monkeypatch):
+    """Inputs are validated and pooled a chunk at a time (64 batches by default; here 2
+    documents): the same rows as one chunk, errors naming the document in the whole input
+    before any work."""
+    from skembed import document
+
+    X = pd.Series(TEXTS + MORE, index=[f"d{i}" for i in range(len(TEXTS + MORE))])
+    emb = TransformerEmbeddings(bert, layers="-1,0", pooling_operation="mean", batch_size=1)
+    pooled = DocumentPoolEmbeddings(emb, pooling="max").fit(X)
+    skembed.set_cache(enabled=cache)
+    whole = pooled.transform(X)
+    skembed.clear_cache(models=False)
+    monkeypatch.setattr(document, "_CHUNK_BATCHES", 2)
+    chunked = pooled.transform(X)
+    np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-5)
+    assert chunked.shape == (len(X), emb.fit().n_features_out_)
+    bad = X.copy()
+    bad.iloc[-1] = None
+    skembed.clear_cache(models=False)
+
+    def no_forward(self, model, docs):
+        raise AssertionError("the network ran before the input error")
+
+    monkeypatch.setattr(TransformerEmbeddings, "_forward", no_forward)
+    with pytest.raises(ValueError, match=r"Document 15 \(index label 'd15'\) is missing"):
+        pooled.transform(bad)
+
+
+def test_a_call_too_large_for_half_the_budget_keeps_no_states(bert, monkeypatch):
+    """A pass over more documents than the budget holds would only push out other entries,
+    and its own before they are read again: it keeps none of its states (its pooled rows
+    still), while a call that fits keeps them all. Results are the same either way."""
+    from skembed import document
+
+    emb = TransformerEmbeddings(bert, batch_size=2).fit()
+    emb.transform(MORE)
+    per_doc = max(size for _, size in STATES._items.values())  # states and key, the largest
+    skembed.clear_cache(models=False)
+    # Half of the budget holds 10 short documents' states; calls over all 15 estimate more
+    # (from their first, longest, batch).
+    skembed.set_cache(max_bytes=int(per_doc * 20))
+    X = TEXTS + MORE  # 15 documents with tokens
+    reference = uncached(lambda: token_arrays(emb, X))
+    for a, b in zip(token_arrays(emb, X), reference):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    assert skembed.cache_info()["state_entries"] == 0
+    token_arrays(emb, MORE)  # 8 documents: kept
+    assert skembed.cache_info()["state_entries"] == len(MORE)
+    # DocumentPoolEmbeddings judges the whole input, not each chunk of it
+    skembed.clear_cache(models=False)
+    monkeypatch.setattr(document, "_CHUNK_BATCHES", 2)  # chunks of 4 documents
+    pooled = DocumentPoolEmbeddings(emb).fit(X)
+    rows = pooled.transform(X)
+    info = skembed.cache_info()
+    assert info["state_entries"] == len(X)  # the pooled rows only
+    assert all("pooled" in key for key in STATES._items)
+    np.testing.assert_array_equal(pooled.transform(X), rows)  # served from the rows
+    assert skembed.cache_info()["state_misses"] == info["state_misses"]

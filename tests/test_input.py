@@ -66,3 +66,25 @@ def test_bad_tokenizer():
         check_documents(["a"], tokenizer=lambda s: 5)
     with pytest.raises(TypeError, match="Document 0: token 0"):
         check_documents(["a"], tokenizer=lambda s: [1])
+
+
+def test_document_chunks_name_documents_by_their_place_in_the_whole():
+    from skembed._input import document_chunks
+
+    X = pd.Series(["a b", "c", "d e f", "g", "boom", "h"], index=list("uvwxyz"))
+    chunks = list(document_chunks(X, 4))
+    assert [(c.start, len(c), c.total) for c in chunks] == [(0, 4, 6), (4, 2, 6)]
+    assert check_documents(chunks[1]) == [["boom"], ["h"]]
+
+    def tokenizer(text):
+        if text == "boom":
+            raise RuntimeError("cannot split")
+        return text.split()
+
+    with pytest.raises(ValueError, match=r"Document 4 \(index label 'y'\): the tokenizer failed"):
+        check_documents(chunks[1], tokenizer)
+    # The kind of every document is checked before the first chunk comes out.
+    with pytest.raises(ValueError, match=r"Document 5 \(index label 'z'\) is missing"):
+        next(document_chunks(pd.Series(["a", "b", "c", "d", "e", None], index=list("uvwxyz")), 2))
+    with pytest.raises(TypeError, match="Document 3: token 1 is 2"):
+        next(document_chunks(["a", "b", ["c"], ["d", 2]], 2))
