@@ -33,7 +33,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._device import autocast, check_cpu_precision, check_device, check_precision, resolve_device
 from ._input import check_documents, resolve_tokenizer
 from ._pooling import pool
-from .cache import MODELS, STATES, _nbytes, admits
+from .cache import MODELS, STATES, _nbytes, admits, doc_key
 from .ragged import RaggedEmbeddings
 
 # Cached states are pooled _POOL_CHUNK batches at a time: few calls (each has a fixed cost),
@@ -263,7 +263,7 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
         if empty:
             yield empty, torch.zeros((len(empty), self.n_features_out_), device=self._device)
         index = [i for i, doc in enumerate(docs) if doc or not self._skip_empty]
-        states = STATES.get_many([prefix + (tuple(docs[i]),) for i in index])
+        states = STATES.get_many([prefix + (doc_key(docs[i]),) for i in index])
         cached = [(self._state_group(s), k) for k, s in enumerate(states) if s is not None]
         cached.sort(key=lambda item: item[0])
         chunk_size = _POOL_CHUNK * self.batch_size  # documents pooled per call, at least
@@ -307,7 +307,7 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
             batches = tqdm(batches, desc=type(self).__name__, unit="batch")
         for batch in batches:
             index = [i for i in batch if docs[i] or not self._skip_empty]
-            keys = [prefix + (tuple(docs[i]),) for i in index]
+            keys = [prefix + (doc_key(docs[i]),) for i in index]
             states = STATES.get_many(keys, count=count)
             missing = [j for j, s in enumerate(states) if s is None]
             if missing:

@@ -13,7 +13,7 @@ from ._input import document_chunks
 from ._layers import parse_layers
 from ._pooling import pool
 from .base import TextTransformerMixin, check_choice
-from .cache import CALL_DOCUMENTS, STATES
+from .cache import CALL_DOCUMENTS, STATES, doc_key
 from .ragged import RaggedEmbeddings
 from .transformer import _HFEmbedder
 
@@ -169,7 +169,7 @@ class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimato
         if blocks is None:
             blocks = [combine_key]
         prefix = emb._state_prefix() + ("pooled", self.pooling)
-        keys = [[prefix + (block, doc) for block in blocks] for doc in map(tuple, docs)]
+        keys = [[prefix + (block, doc) for block in blocks] for doc in map(doc_key, docs)]
         flat = STATES.get_many([key for doc_keys in keys for key in doc_keys], count=False)
         rows = [flat[k : k + len(blocks)] for k in range(0, len(flat), len(blocks))]
         missing = [i for i, parts in enumerate(rows) if any(p is None for p in parts)]

@@ -22,7 +22,7 @@ from skembed import (
     TransformerDocumentEmbeddings,
     TransformerEmbeddings,
 )
-from skembed.cache import STATES, StateCache
+from skembed.cache import STATES, StateCache, doc_key
 from skembed.transformer import POOLING_OPERATIONS
 
 LONG = " ".join(["the quick brown fox jumps over the lazy dog"] * 12)  # several windows
@@ -301,7 +301,7 @@ def test_budget_evicts_least_recently_used_and_results_stay_identical(bert):
 
 def test_state_cache_lru_order_and_key_bytes():
     cache = StateCache(max_bytes=10_000)
-    doc = ("some", "tokens", "here")
+    doc = doc_key(["some", "tokens", "here"])
     keys = [("model", i, doc) for i in range(3)]
     for key in keys:
         cache.put(key, torch.zeros(100))  # 400 bytes of tensor each
