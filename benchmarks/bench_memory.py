@@ -7,10 +7,12 @@ corpus added on top of the documents themselves, the loaded model and one batch.
 a tiny random BERT (2 layers, hidden 32, the MiniLM tokenizer) so that 100,000 documents take
 a minute or two; ``--model minilm`` uses the packaged MiniLM instead.
 
-Two settings of the state cache: on (the default, bounded by its byte budget: it keeps every
-document's states up to the budget, 1 GiB unless ``skembed.set_cache(max_bytes=...)``), and
-off (``skembed.set_cache(enabled=False)``), which shows the streaming itself. The details give,
-per run, the size of the output (it grows with the corpus) and of the token lists of the whole
+Three settings of the state cache: off (``skembed.set_cache(enabled=False)``), which shows the
+streaming itself; on with its default 1 GiB budget (a call keeps its documents' states when
+they all fit in the budget: 100,000 documents of the tiny model do, about 520 MiB); and on
+with a 256 MiB budget, which they do not fit, so that the pass keeps none (as 100,000
+documents of any real model would not fit the default budget: MiniLM's take over 10 GB).
+The details give, per run, the size of the output (it grows with the corpus) and of the token lists of the whole
 input, which ``transform`` never holds: it validates and pools 64 batches of documents at a
 time.
 
@@ -57,7 +59,7 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def child(n_docs: int, model: str, cache: bool, batch_size: int) -> None:
+def child(n_docs: int, model: str, cache: bool, batch_size: int, budget_mib: int) -> None:
     import torch
 
     import skembed
@@ -66,7 +68,7 @@ def child(n_docs: int, model: str, cache: bool, batch_size: int) -> None:
     rng = random.Random(0)
     words = vocabulary(minilm_path())
     texts = [" ".join(rng.choices(words, k=rng.randint(5, 15))) for _ in range(n_docs)]
-    skembed.set_cache(enabled=cache)
+    skembed.set_cache(enabled=cache, max_bytes=budget_mib * 2**20)
     emb = TransformerEmbeddings(model, device="cpu", batch_size=batch_size)
     pooled = DocumentPoolEmbeddings(emb).fit(texts[:batch_size])
     pooled.transform(texts[:batch_size])
@@ -95,9 +97,10 @@ def child(n_docs: int, model: str, cache: bool, batch_size: int) -> None:
     )
 
 
-def run_child(n: int, model: str, cache: bool, batch_size: int) -> dict:
+def run_child(n: int, model: str, cache: bool, batch_size: int, budget_mib: int) -> dict:
     cmd = [sys.executable, __file__, "--child", str(n), "--model", model]
     cmd += ["--batch-size", str(batch_size), "--cache", "on" if cache else "off"]
+    cmd += ["--budget", str(budget_mib)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -109,9 +112,10 @@ def main() -> None:
     parser.add_argument("--model", default="tiny", help="tiny, minilm, or a model folder")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--cache", default="on", help=argparse.SUPPRESS)
+    parser.add_argument("--budget", type=int, default=1024, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        child(args.child, args.model, args.cache == "on", args.batch_size)
+        child(args.child, args.model, args.cache == "on", args.batch_size, args.budget)
         return
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as folder:
@@ -121,31 +125,35 @@ def main() -> None:
             model, label = minilm_path(), "MiniLM"
         else:
             model, label = args.model, os.path.basename(args.model)
+        settings = {  # name -> (cache on, budget in MiB)
+            "state cache off": (False, 1024),
+            "state cache on (1 GiB budget, the default)": (True, 1024),
+            "state cache on (256 MiB budget)": (True, 256),
+        }
         runs = {
-            (n, cache): run_child(n, model, cache, args.batch_size)
-            for cache in (False, True)
+            (n, name): run_child(n, model, cache, args.batch_size, budget)
+            for name, (cache, budget) in settings.items()
             for n in sizes
         }
     print(
         f"{label}, batch {args.batch_size}; per run: "
         + "; ".join(
-            f"{n} docs cache {'on' if c else 'off'}: peak {r['peak_mib']:.0f} MiB, baseline "
+            f"{n} docs, {name}: peak {r['peak_mib']:.0f} MiB, baseline "
             f"{r['baseline_mib']:.0f} MiB, output {r['output_mib']:.1f} MiB, token lists "
             f"{r['token_lists_mib']:.1f} MiB, states kept {r['state_mib']:.0f} MiB, "
             f"{r['seconds']:.1f} s"
-            for (n, c), r in runs.items()
+            for (n, name), r in runs.items()
         )
     )
     print(f"machine: {machine()}")
     print(HEADER)
     small, large = sizes[0], sizes[-1]
-    for cache in (False, True):
-        a, b = runs[(small, cache)], runs[(large, cache)]
+    for name in settings:
+        a, b = runs[(small, name)], runs[(large, name)]
         grow_a = a["peak_mib"] - a["baseline_mib"]
         grow_b = b["peak_mib"] - b["baseline_mib"]
-        setting = "state cache off" if not cache else "state cache on (1 GiB budget)"
         row(
-            f"memory: DocumentPoolEmbeddings({label}), {setting}",
+            f"memory: DocumentPoolEmbeddings({label}), {name}",
             f"peak RSS {large:,} docs / {small:,} docs (growth over baseline in brackets)",
             f"{b['peak_mib']:.0f} MiB (+{grow_b:.0f})",
             f"{a['peak_mib']:.0f} MiB (+{grow_a:.0f})",

@@ -182,11 +182,11 @@ CALL_DOCUMENTS: contextvars.ContextVar[int] = contextvars.ContextVar(
 
 def admits(nbytes_per_doc: float, n_docs: int) -> bool:
     """Whether a call should keep the states of its ``n_docs`` documents (``nbytes_per_doc``
-    each): only if they take at most half of the budget. More would push out everything
-    else, and each other before they are read again (least-recently-used eviction on a scan
-    larger than the cache hits nothing), so a single pass over a large corpus keeps its
-    memory to a batch while a grid search over documents that fit is served from the cache."""
-    return nbytes_per_doc * max(n_docs, CALL_DOCUMENTS.get()) <= STATES.max_bytes / 2
+    each): only if they all fit in the budget. More would push out everything else, and each
+    other before they are read again (least-recently-used eviction on a scan larger than the
+    cache hits nothing), so a pass over a corpus too large to cache keeps its memory to a
+    batch, while a grid search over documents that fit is served from the cache."""
+    return nbytes_per_doc * max(n_docs, CALL_DOCUMENTS.get()) <= STATES.max_bytes
 
 
 def set_cache(enabled: bool | None = None, max_bytes: int | None = None) -> None:
@@ -198,8 +198,8 @@ def set_cache(enabled: bool | None = None, max_bytes: int | None = None) -> None
         Turn the cache of forward-pass states on or off (on by default).
     max_bytes : int, optional
         Byte budget of the cache (1 GiB by default); the least recently used states go first.
-        A call (``transform``) whose documents' states would take more than half of the
-        budget does not keep them: raise the budget for grid searches over large corpora.
+        A call (``transform``) whose documents' states would not all fit in the budget
+        keeps none of them: raise the budget for grid searches over large corpora.
 
     Examples
     --------

@@ -380,7 +380,7 @@ def test_document_pool_works_through_large_inputs_chunk_by_chunk(bert, cache, mo
         pooled.transform(bad)
 
 
-def test_a_call_too_large_for_half_the_budget_keeps_no_states(bert, monkeypatch):
+def test_a_call_too_large_for_the_budget_keeps_no_states(bert, monkeypatch):
     """A pass over more documents than the budget holds would only push out other entries,
     and its own before they are read again: it keeps none of its states (its pooled rows
     still), while a call that fits keeps them all. Results are the same either way."""
@@ -390,9 +390,9 @@ def test_a_call_too_large_for_half_the_budget_keeps_no_states(bert, monkeypatch)
     emb.transform(MORE)
     per_doc = max(size for _, size in STATES._items.values())  # states and key, the largest
     skembed.clear_cache(models=False)
-    # Half of the budget holds 10 short documents' states; calls over all 15 estimate more
-    # (from their first, longest, batch).
-    skembed.set_cache(max_bytes=int(per_doc * 20))
+    # The budget holds 10 short documents' states; calls over all 15 estimate more (from
+    # their first, longest, batch).
+    skembed.set_cache(max_bytes=int(per_doc * 10))
     X = TEXTS + MORE  # 15 documents with tokens
     reference = uncached(lambda: token_arrays(emb, X))
     for a, b in zip(token_arrays(emb, X), reference):
