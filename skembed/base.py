@@ -31,11 +31,12 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._device import autocast, check_cpu_precision, check_device, check_precision, resolve_device
-from ._input import check_documents, resolve_tokenizer
+from ._input import check_documents, document_chunks, resolve_tokenizer
 from ._pooling import pool
 from .cache import MODELS, STATES, _nbytes, admits, doc_key
 from .ragged import RaggedEmbeddings
 
+_VALIDATE_CHUNK = 4096  # documents validated at a time by fit
 # Cached states are pooled _POOL_CHUNK batches at a time: few calls (each has a fixed cost),
 # memory still a multiple of the batch size.
 _POOL_CHUNK = 8
@@ -171,8 +172,9 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
         self
         """
         self._check_common_params()
-        if X is not None:
-            self._documents(X)
+        if X is not None:  # validated a chunk at a time: the token lists are not kept
+            for chunk in document_chunks(X, _VALIDATE_CHUNK):
+                self._documents(chunk)
         self.__dict__.pop("_device", None)
         model = self._get_model()
         if self._runs_network:

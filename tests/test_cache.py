@@ -410,3 +410,20 @@ def test_a_call_too_large_for_the_budget_keeps_no_states(bert, monkeypatch):
     assert all("pooled" in key for key in STATES._items)
     np.testing.assert_array_equal(pooled.transform(X), rows)  # served from the rows
     assert skembed.cache_info()["state_misses"] == info["state_misses"]
+
+
+def test_fit_validates_in_chunks_and_names_the_document(bert, monkeypatch):
+    from skembed import base
+
+    monkeypatch.setattr(base, "_VALIDATE_CHUNK", 2)
+
+    def tokenizer(text):
+        if text == "boom":
+            raise RuntimeError("cannot split")
+        return text.split()
+
+    X = pd.Series(["a b", "c", "d", "e f", "g", "boom"], index=list("uvwxyz"))
+    emb = TransformerEmbeddings(bert, tokenizer=tokenizer)
+    with pytest.raises(ValueError, match=r"Document 5 \(index label 'z'\): the tokenizer failed"):
+        emb.fit(X)
+    assert emb.fit(X[:5]).n_features_out_ > 0
