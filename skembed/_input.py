@@ -158,10 +158,10 @@ def check_documents(X, tokenizer=None) -> list[list[str]]:
     start = X.start if isinstance(X, DocumentChunk) else 0
     out: list[list[str]] = []
     for i, doc in enumerate(docs):
-        where = functools.partial(_where, start + i, labels and labels[i : i + 1])
+        where = functools.partial(_where, i, labels, start)
         if not isinstance(doc, str):
-            _check_kind(doc, where)
-            out.append(check_tokens(doc, where))
+            _check_kind(doc, where)  # a list of token strings, or it raises
+            out.append(list(doc))
             continue
         try:
             tokens = split(doc)
@@ -224,15 +224,15 @@ def document_chunks(X, size: int) -> Iterator[DocumentChunk]:
     docs, labels = _documents_of(X)
     for i, doc in enumerate(docs):
         if not isinstance(doc, str):
-            _check_kind(doc, functools.partial(_where, i, labels and labels[i : i + 1]))
+            _check_kind(doc, functools.partial(_where, i, labels))
     for start in range(0, len(docs), size):
         part = labels[start : start + size] if labels is not None else None
         yield DocumentChunk(docs[start : start + size], part, start, len(docs))
 
 
-def _where(i: int, label: list | None) -> str:
-    """How errors name document ``i``: its position, and its pandas label (``[label]``, or
-    None when positions say it all)."""
-    if label is None:
-        return f"Document {i}"
-    return f"Document {i} (index label {_show(label[0])})"
+def _where(i: int, labels: list | None, start: int = 0) -> str:
+    """How errors name document ``i`` of a chunk that starts at ``start`` of the input: its
+    position in the input, and its pandas label when that differs."""
+    if labels is None:
+        return f"Document {start + i}"
+    return f"Document {start + i} (index label {_show(labels[i])})"

@@ -25,3 +25,8 @@ def pool(data: torch.Tensor, lengths, pooling: str) -> torch.Tensor:
     reduce = "amax" if pooling == "max" else "amin"
     target = index[:, None].expand_as(data)
     return out.scatter_reduce_(0, target, data, reduce=reduce, include_self=False)
+
+
+def pool_tensors(tensors: list[torch.Tensor], pooling: str) -> torch.Tensor:
+    """One pooled row per ``(n_tokens, dim)`` tensor (see :func:`pool`)."""
+    return pool(torch.cat(tensors, 0), [len(t) for t in tensors], pooling)

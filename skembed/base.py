@@ -32,7 +32,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._device import autocast, check_cpu_precision, check_device, check_precision, resolve_device
 from ._input import check_documents, document_chunks, resolve_tokenizer
-from ._pooling import pool
+from ._pooling import pool_tensors
 from .cache import MODELS, STATES, _nbytes, admits, doc_key
 from .ragged import RaggedEmbeddings
 
@@ -251,7 +251,7 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
         """Yield ``(document indices, rows)``: each document's token vectors pooled into one
         row (``pooling`` as for :func:`skembed.document.pool`), batch by batch."""
         for index, tensors in self.iter_batches(docs):
-            yield index, _pool_tensors(tensors, pooling)
+            yield index, pool_tensors(tensors, pooling)
 
     def _iter_pooled_states(self, docs: list[list[str]], pooling: str):
         """``iter_pooled`` straight from states, for subclasses whose ``iter_batches`` is the
@@ -260,12 +260,12 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
         length-sorted batches through the network. Memory stays within a batch's worth."""
         check_is_fitted(self, "n_features_out_")
         model = self._get_model()
-        prefix = self._state_prefix()
         empty = [i for i, doc in enumerate(docs) if not doc and self._skip_empty]
         if empty:
             yield empty, torch.zeros((len(empty), self.n_features_out_), device=self._device)
-        index = [i for i, doc in enumerate(docs) if doc or not self._skip_empty]
-        states = STATES.get_many([prefix + (doc_key(docs[i]),) for i in index])
+        index = self._embedded(docs, range(len(docs)))
+        keys = self._state_keys(docs, index)
+        states = STATES.get_many(keys)
         cached = [(self._state_group(s), k) for k, s in enumerate(states) if s is not None]
         cached.sort(key=lambda item: item[0])
         chunk_size = _POOL_CHUNK * self.batch_size  # documents pooled per call, at least
@@ -278,9 +278,10 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
                     rows = self._combine_pooled(model, [states[k] for k in chunk], pooling)
                 yield [index[k] for k in chunk], rows
                 chunk = []
-        missing = [index[k] for k, s in enumerate(states) if s is None]
+        missing = {index[k]: keys[k] for k, s in enumerate(states) if s is None}
         del states, cached
-        for _, found, found_states in self._batch_states(model, docs, missing, count=False):
+        batches = self._batch_states(model, docs, missing, count=False, keys=missing)
+        for _, found, found_states in batches:
             if found:
                 with torch.inference_mode():
                     yield found, self._combine_pooled(model, found_states, pooling)
@@ -292,13 +293,25 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
 
     def _combine_pooled(self, model, states: list, pooling: str) -> torch.Tensor:
         """``(len(states), n_features)``: ``_combine``'s token vectors pooled per document."""
-        return _pool_tensors([t.float() for t in self._combine(model, states)], pooling)
+        return pool_tensors([t.float() for t in self._combine(model, states)], pooling)
 
-    def _batch_states(self, model, docs: list[list[str]], subset, count: bool = True):
+    def _embedded(self, docs: list[list[str]], subset) -> list[int]:
+        """The documents of ``subset`` that go through the network (not the empty ones,
+        unless ``_skip_empty`` is False)."""
+        return [i for i in subset if docs[i] or not self._skip_empty]
+
+    def _state_keys(self, docs: list[list[str]], index) -> list:
+        """State-cache keys of ``docs[i] for i in index``."""
+        prefix = self._state_prefix()
+        return [prefix + (doc_key(docs[i]),) for i in index]
+
+    def _batch_states(
+        self, model, docs: list[list[str]], subset, count: bool = True, keys: dict | None = None
+    ):
         """Yield ``(batch, its non-empty documents, their states)`` over the documents
         ``subset`` in length-sorted batches; states missing from the cache are computed (and
-        cached) batch by batch. ``count=False``: the lookups were counted already."""
-        prefix = self._state_prefix()
+        cached) batch by batch. ``count=False``: the lookups were counted already; ``keys``:
+        the state keys of the documents, when the caller has them already."""
         order = sorted(subset, key=lambda i: -self._doc_cost(docs[i]))
         batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
         budget = [self.batch_size]  # shrinks for the rest of the call after running out of memory
@@ -308,9 +321,11 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
 
             batches = tqdm(batches, desc=type(self).__name__, unit="batch")
         for batch in batches:
-            index = [i for i in batch if docs[i] or not self._skip_empty]
-            keys = [prefix + (doc_key(docs[i]),) for i in index]
-            states = STATES.get_many(keys, count=count)
+            index = self._embedded(docs, batch)
+            batch_keys = (
+                [keys[i] for i in index] if keys is not None else self._state_keys(docs, index)
+            )
+            states = STATES.get_many(batch_keys, count=count)
             missing = [j for j, s in enumerate(states) if s is None]
             if missing:
                 new = self._forward_fitting(model, docs, [index[j] for j in missing], budget)
@@ -319,7 +334,7 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
                 for j, state in zip(missing, new):
                     states[j] = state
                     if keep:
-                        STATES.put(keys[j], state)
+                        STATES.put(batch_keys[j], state)
             yield batch, index, states
 
     def _forward_fitting(
@@ -371,8 +386,3 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
             RuntimeWarning,
             stacklevel=4,
         )
-
-
-def _pool_tensors(tensors: list[torch.Tensor], pooling: str) -> torch.Tensor:
-    """One pooled row per ``(n_tokens, dim)`` tensor."""
-    return pool(torch.cat(tensors, 0), [len(t) for t in tensors], pooling)

@@ -104,19 +104,11 @@ class StateCache:
     def get(self, key: Hashable, count: bool = True):
         """The state stored under ``key``, or None; ``count=False`` leaves the hit and miss
         counters (which count forward-pass states) alone."""
-        if not self.enabled:
-            return None
-        with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                self.misses += count
-                return None
-            self._items.move_to_end(key)
-            self.hits += count
-            return item[0]
+        return self.get_many([key], count)[0]
 
     def get_many(self, keys: list[Hashable], count: bool = True) -> list:
-        """``[get(key) for key in keys]`` under one lock (and with one counter update)."""
+        """The states stored under ``keys`` (None for each one missing), looked up under one
+        lock; ``count=False`` leaves the hit and miss counters alone."""
         if not self.enabled:
             return [None] * len(keys)
         with self._lock:

@@ -11,7 +11,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._device import to_host
 from ._input import document_chunks
 from ._layers import parse_layers
-from ._pooling import pool
+from ._pooling import pool, pool_tensors
 from .base import TextTransformerMixin, check_choice
 from .cache import CALL_DOCUMENTS, STATES, doc_key
 from .ragged import RaggedEmbeddings
@@ -127,8 +127,6 @@ class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimato
         emb = self.embeddings_
         combine = getattr(emb, "_combine_key", None)
         cached = combine is not None and STATES.enabled
-        if cached:
-            emb._get_model()  # the device, also after unpickling
         out = None
         # A chunk of documents at a time: the token lists of a large input are never all held.
         size = _CHUNK_BATCHES * getattr(emb, "batch_size", 32)  # a stack has no batch size
@@ -196,8 +194,8 @@ class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimato
             batches = emb.iter_pooled(docs, self.pooling)
         else:  # an embedder of another kind that only gives token vectors
             batches = (
-                (index, pool(torch.cat(t, 0), [len(x) for x in t], self.pooling))
-                for index, t in emb.iter_batches(docs)
+                (index, pool_tensors(tensors, self.pooling))
+                for index, tensors in emb.iter_batches(docs)
             )
         out = None
         for index, pooled in batches:
