@@ -53,6 +53,14 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
+def store_params(obj, params: dict) -> None:
+    """Store ``__init__`` arguments (``locals()``) as attributes: all an estimator's
+    ``__init__`` does, as scikit-learn requires."""
+    for name, value in params.items():
+        if name not in ("self", "__class__"):
+            setattr(obj, name, value)
+
+
 def check_choice(name: str, value, choices: Sequence) -> None:
     """Raise a ValueError listing ``choices`` when ``value`` is not one of them."""
     if value not in choices:

@@ -21,7 +21,7 @@ from sklearn.utils.multiclass import type_of_target
 from torch import nn
 
 from ._device import resolve_device
-from .base import BaseTokenEmbedder
+from .base import BaseTokenEmbedder, store_params
 from .tagging import _label_lists
 
 _PAD_BUDGET = 1 << 16  # characters x words per LSTM call: bounds memory on very long tokens
@@ -190,18 +190,7 @@ class CharacterEmbeddings(BaseTokenEmbedder):
         precision: str = "float32",
         show_progress_bar: bool = False,
     ):
-        self.char_embedding_dim = char_embedding_dim
-        self.hidden_size_char = hidden_size_char
-        self.random_state = random_state
-        self.max_epochs = max_epochs
-        self.learning_rate = learning_rate
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.tokenizer = tokenizer
-        self.device = device
-        self.batch_size = batch_size
-        self.precision = precision
-        self.show_progress_bar = show_progress_bar
+        store_params(self, locals())
 
     # -- parameters ---------------------------------------------------------------
     def _check_own_params(self) -> None:

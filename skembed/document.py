@@ -12,7 +12,7 @@ from ._device import to_host
 from ._input import document_chunks
 from ._layers import parse_layers
 from ._pooling import pool, pool_tensors
-from .base import TextTransformerMixin, check_choice
+from .base import TextTransformerMixin, check_choice, store_params
 from .cache import CALL_DOCUMENTS, STATES, doc_key
 from .ragged import RaggedEmbeddings
 from .transformer import _HFEmbedder
@@ -271,16 +271,7 @@ class TransformerDocumentEmbeddings(_DocumentOutput, _HFEmbedder):
         precision="float32",
         show_progress_bar=False,
     ):
-        self.model = model
-        self.pooling = pooling
-        self.normalize = normalize
-        self.layers = layers
-        self.output = output
-        self.tokenizer = tokenizer
-        self.device = device
-        self.batch_size = batch_size
-        self.precision = precision
-        self.show_progress_bar = show_progress_bar
+        store_params(self, locals())
 
     def _check_params(self, model):
         check_choice("pooling", self.pooling, ("cls", "mean"))

@@ -8,7 +8,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import _hf
 from ._layers import mix_weights, parse_layers
 from ._pooling import pool
-from .base import BaseTokenEmbedder, check_choice
+from .base import BaseTokenEmbedder, check_choice, store_params
 
 POOLING_OPERATIONS = ("first", "last", "first_last", "mean")
 
@@ -118,16 +118,7 @@ class TransformerEmbeddings(_HFEmbedder):
         precision="float32",
         show_progress_bar=False,
     ):
-        self.model = model
-        self.layers = layers
-        self.pooling_operation = pooling_operation
-        self.use_scalar_mix = use_scalar_mix
-        self.scalar_mix_weights = scalar_mix_weights
-        self.tokenizer = tokenizer
-        self.device = device
-        self.batch_size = batch_size
-        self.precision = precision
-        self.show_progress_bar = show_progress_bar
+        store_params(self, locals())
 
     def _check_params(self, model):
         check_choice("pooling_operation", self.pooling_operation, POOLING_OPERATIONS)
@@ -285,13 +276,6 @@ def _mixed(x: torch.Tensor, mix, dim: int) -> torch.Tensor:
     return (x * mix.view(shape)).sum(dim, keepdim=True)
 
 
-def _store(obj, params: dict) -> None:
-    """Store ``__init__`` arguments as attributes (the only thing ``__init__`` does)."""
-    for name, value in params.items():
-        if name not in ("self", "__class__"):
-            setattr(obj, name, value)
-
-
 class BertEmbeddings(TransformerEmbeddings):
     """BERT-family token embeddings, with the names and defaults of Flair's tutorial.
 
@@ -321,7 +305,7 @@ class BertEmbeddings(TransformerEmbeddings):
         precision="float32",
         show_progress_bar=False,
     ):
-        _store(self, locals())
+        store_params(self, locals())
 
     def _model_name(self):
         return self.bert_model_or_path
@@ -360,7 +344,7 @@ class OpenAIGPTEmbeddings(_PretrainedFamily):
         precision="float32",
         show_progress_bar=False,
     ):
-        _store(self, locals())
+        store_params(self, locals())
 
 
 class OpenAIGPT2Embeddings(_PretrainedFamily):
@@ -389,7 +373,7 @@ class OpenAIGPT2Embeddings(_PretrainedFamily):
         precision="float32",
         show_progress_bar=False,
     ):
-        _store(self, locals())
+        store_params(self, locals())
 
 
 class XLNetEmbeddings(_PretrainedFamily):
@@ -418,7 +402,7 @@ class XLNetEmbeddings(_PretrainedFamily):
         precision="float32",
         show_progress_bar=False,
     ):
-        _store(self, locals())
+        store_params(self, locals())
 
 
 class XLMEmbeddings(_PretrainedFamily):
@@ -446,7 +430,7 @@ class XLMEmbeddings(_PretrainedFamily):
         precision="float32",
         show_progress_bar=False,
     ):
-        _store(self, locals())
+        store_params(self, locals())
 
 
 class RoBERTaEmbeddings(TransformerEmbeddings):
@@ -474,4 +458,4 @@ class RoBERTaEmbeddings(TransformerEmbeddings):
         precision="float32",
         show_progress_bar=False,
     ):
-        _store(self, locals())
+        store_params(self, locals())

@@ -6,7 +6,7 @@ from collections.abc import Hashable
 
 import torch
 
-from ..base import BaseTokenEmbedder, check_choice
+from ..base import BaseTokenEmbedder, check_choice, store_params
 from .files import resolve_elmo
 from .model import ElmoModel
 from .weights import load_elmo
@@ -80,13 +80,7 @@ class ELMoEmbeddings(BaseTokenEmbedder):
         precision: str = "float32",
         show_progress_bar: bool = False,
     ):
-        self.model = model
-        self.embedding_mode = embedding_mode
-        self.tokenizer = tokenizer
-        self.device = device
-        self.batch_size = batch_size
-        self.precision = precision
-        self.show_progress_bar = show_progress_bar
+        store_params(self, locals())
 
     def _files(self):
         """The resolved ``(options, weights)`` paths, resolved once per value of ``model``."""

@@ -11,7 +11,7 @@ from os import PathLike
 import numpy as np
 import torch
 
-from ..base import BaseTokenEmbedder
+from ..base import BaseTokenEmbedder, store_params
 from .ids import is_lowercased, resolve_model_file
 from .lm import CharLM
 
@@ -148,14 +148,7 @@ class FlairEmbeddings(BaseTokenEmbedder):
         precision: str = "float32",
         show_progress_bar: bool = False,
     ):
-        self.model = model
-        self.with_whitespace = with_whitespace
-        self.chars_per_chunk = chars_per_chunk
-        self.tokenizer = tokenizer
-        self.device = device
-        self.batch_size = batch_size
-        self.precision = precision
-        self.show_progress_bar = show_progress_bar
+        store_params(self, locals())
 
     # -- model -----------------------------------------------------------------
     def _source(self) -> tuple:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from ..base import check_choice
+from ..base import check_choice, store_params
 from .embeddings import FlairEmbeddings
 from .lm import CharLM
 
@@ -156,18 +156,7 @@ class PooledFlairEmbeddings(FlairEmbeddings):
         precision: str = "float32",
         show_progress_bar: bool = False,
     ):
-        super().__init__(
-            model,
-            with_whitespace=with_whitespace,
-            chars_per_chunk=chars_per_chunk,
-            tokenizer=tokenizer,
-            device=device,
-            batch_size=batch_size,
-            precision=precision,
-            show_progress_bar=show_progress_bar,
-        )
-        self.pooling = pooling
-        self.only_capitalized = only_capitalized
+        store_params(self, locals())
 
     def _check_params(self, model: CharLM) -> None:
         super()._check_params(model)

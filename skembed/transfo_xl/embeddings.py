@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .._layers import mix_weights, parse_layers, scalar_mix
-from ..base import BaseTokenEmbedder, check_choice
+from ..base import BaseTokenEmbedder, check_choice, store_params
 from .checkpoint import TransfoXLConfig, load_state_dict, resolve_folder
 from .model import TransfoXL
 from .vocab import Vocabulary, load_vocabulary
@@ -120,14 +120,7 @@ class TransformerXLEmbeddings(BaseTokenEmbedder):
         precision="float32",
         show_progress_bar=False,
     ):
-        self.pretrained_model_name_or_path = pretrained_model_name_or_path
-        self.layers = layers
-        self.use_scalar_mix = use_scalar_mix
-        self.tokenizer = tokenizer
-        self.device = device
-        self.batch_size = batch_size
-        self.precision = precision
-        self.show_progress_bar = show_progress_bar
+        store_params(self, locals())
 
     def _model_key(self):
         return ("transfo-xl", str(resolve_folder(self.pretrained_model_name_or_path).resolve()))

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from ..base import BaseTokenEmbedder
+from ..base import BaseTokenEmbedder, store_params
 from ..ragged import RaggedEmbeddings
 from .ids import resolve_word_file
 from .store import ensure_cached, load_cached, signature
@@ -150,12 +150,7 @@ class WordEmbeddings(BaseTokenEmbedder):
         precision="float32",
         show_progress_bar=False,
     ):
-        self.embeddings = embeddings
-        self.tokenizer = tokenizer
-        self.device = device
-        self.batch_size = batch_size
-        self.precision = precision
-        self.show_progress_bar = show_progress_bar
+        store_params(self, locals())
 
     # -- model -----------------------------------------------------------------
     def _model_key(self):
