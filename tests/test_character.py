@@ -27,12 +27,7 @@ SUFFIX_TAG = {
 TEXTS = ["Paris is big", "a small town", "Berlin and Rome", "the old house"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is fastest on a shared machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def suffix_data(n_docs: int, seed: int):

@@ -19,13 +19,7 @@ CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,!?\n"
 DOCS = ["The cat sat on the mat .", "x", "Hello World !", "a b c d e f g h", "Good dogs run ."]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: one intra-op thread is fastest, and spares a machine shared by other jobs.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_lm(forward=True, seed=0, **kw) -> CharLM:

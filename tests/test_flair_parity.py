@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from skembed.flair import CharLM, FlairEmbeddings
 
@@ -24,13 +23,7 @@ FILES = sorted(p.name for p in DATA.glob("*.pt"))
 TOLERANCE = 1e-5  # float32; the largest difference measured is about 2e-8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: one intra-op thread is fastest, and spares a machine shared by other jobs.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from tiny_embedders import ALL, EMBEDDERS, build_files, is_pooler, make, rows
 
 import skembed
@@ -18,13 +17,7 @@ import skembed
 REFERENCE = "the cat sat on the mat"  # appended to every working case: it must not change
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: one intra-op thread is fastest and spares a machine shared by other jobs.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
