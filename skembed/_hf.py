@@ -425,11 +425,17 @@ def forward(hf: HFModel, docs: list[list[str]], batch_size: int) -> list[DocStat
             win, pos = _owner(n, wins)
             take.append(row_at[first + np.asarray(win)] + n_pre + np.asarray(pos))
     states = _read(hf, rows, batch_size, grid, np.concatenate(take).astype(np.int64), device)
-    n_spec = n_pre + n_suf
     n_sub = np.array([p[1] for p in plans], dtype=np.int64)
-    sub_at = np.cumsum(n_sub + n_spec) - n_sub  # where each document's sub-tokens start
     n_words = np.array([len(p[0]) for p in plans], dtype=np.int64)
-    spans = _spans([p[0] for p in plans])
+    return _doc_states(states, n_pre + n_suf, n_sub, _spans([p[0] for p in plans]), n_words)
+
+
+def _doc_states(states: torch.Tensor, n_spec: int, n_sub, spans: torch.Tensor, n_words):
+    """One :class:`DocState` per document, each a view of ``states``, ``(n_layers, positions,
+    hidden)``, which holds each document's ``n_spec`` special tokens then its ``n_sub``
+    sub-tokens; ``spans`` are the words of all documents (``n_words`` each) in their
+    document's sub-tokens."""
+    sub_at = np.cumsum(n_sub + n_spec) - n_sub  # where each document's sub-tokens start
     base_spans = (spans + torch.from_numpy(np.repeat(sub_at, n_words))[:, None]).to(states.device)
     spans = spans.to(states.device)
     out, word_at = [], 0
@@ -446,6 +452,28 @@ def forward(hf: HFModel, docs: list[list[str]], batch_size: int) -> list[DocStat
         )
         word_at += words
     return out
+
+
+def pack_states(states: list[DocState]) -> dict[str, torch.Tensor]:
+    """Documents' states as named tensors (see :func:`unpack_states`): every document's
+    special tokens then sub-tokens, end to end, and the words' spans."""
+    parts = [t for s in states for t in (s.special, s.sub)]
+    return {
+        "states": torch.cat(parts, 1),
+        "n_spec": torch.tensor([states[0].special.shape[1]]),
+        "n_sub": torch.tensor([s.sub.shape[1] for s in states]),
+        "n_words": torch.tensor([len(s.spans) for s in states]),
+        "spans": torch.cat([s.spans for s in states]).cpu(),
+    }
+
+
+def unpack_states(tensors: dict[str, torch.Tensor], device) -> list[DocState]:
+    """The states :func:`pack_states` packed, views of one tensor on ``device``."""
+    n_sub, n_words = tensors["n_sub"].numpy(), tensors["n_words"].numpy()
+    if len(n_sub) != len(n_words) or int(n_words.sum()) != len(tensors["spans"]):
+        raise ValueError("inconsistent packed states")
+    states = tensors["states"].to(device)
+    return _doc_states(states, int(tensors["n_spec"][0]), n_sub, tensors["spans"], n_words)
 
 
 def _spans(counts: list[list[int]]) -> torch.Tensor:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextvars
 import numbers
 import warnings
+from collections import OrderedDict
 from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._device import autocast, check_cpu_precision, check_device, check_precision, resolve_device
 from ._input import check_documents, document_chunks, resolve_tokenizer
 from ._pooling import pool_tensors
+from ._shared import SHARED, wait
 from .cache import MODELS, STATES, _nbytes, admits, doc_key
 from .ragged import RaggedEmbeddings
 
@@ -318,12 +320,12 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
     ):
         """Yield ``(batch, its non-empty documents, their states)`` over the documents
         ``subset`` in length-sorted batches; states missing from the cache are computed (and
-        cached) batch by batch. ``count=False``: the lookups were counted already; ``keys``:
-        the state keys of the documents, when the caller has them already."""
+        cached) batch by batch, or read from sibling processes (see ``_Computation``), whose
+        documents come in batches of their own at the end. ``count=False``: the lookups were
+        counted already; ``keys``: the state keys of the documents, when the caller has them."""
         order = sorted(subset, key=lambda i: -self._doc_cost(docs[i]))
         batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
-        budget = [self.batch_size]  # shrinks for the rest of the call after running out of memory
-        keep = None  # whether this call's states are kept: decided on its first forward pass
+        work = _Computation(self, model, docs, len(order))
         if self.show_progress_bar:
             from tqdm.auto import tqdm
 
@@ -336,14 +338,28 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
             states = STATES.get_many(batch_keys, count=count)
             missing = [j for j, s in enumerate(states) if s is None]
             if missing:
-                new = self._forward_fitting(model, docs, [index[j] for j in missing], budget)
-                if keep is None:
-                    keep = admits(sum(map(_nbytes, new)) / len(new), len(order))
-                for j, state in zip(missing, new):
-                    states[j] = state
-                    if keep:
-                        STATES.put(batch_keys[j], state)
-            yield batch, index, states
+                later = work.fill(index, batch_keys, states, missing)
+                if later:  # computed by a sibling process: yielded by work.rest()
+                    drop = {index[j] for j in later}
+                    batch = [i for i in batch if i not in drop]
+                    kept = [j for j in range(len(index)) if index[j] not in drop]
+                    index, states = [index[j] for j in kept], [states[j] for j in kept]
+            if batch:
+                yield batch, index, states
+        yield from work.rest()
+
+    # -- states shared with sibling processes (skembed._shared) --------------------
+    # Families whose states can be written to files set ``_shares_states`` and implement
+    # the two hooks below.
+    _shares_states = False
+
+    def _pack_states(self, states: list) -> dict[str, torch.Tensor]:
+        """The states of one batch as named tensors (to be written to a file)."""
+        raise NotImplementedError
+
+    def _unpack_states(self, tensors: dict[str, torch.Tensor]) -> list:
+        """The states ``_pack_states`` packed, on this embedder's device."""
+        raise NotImplementedError
 
     def _forward_fitting(
         self, model, docs: list[list[str]], index: list[int], budget: list[int]
@@ -394,3 +410,122 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
             RuntimeWarning,
             stacklevel=4,
         )
+
+
+class _Computation:
+    """The states one call computes: forward passes (halved after running out of memory),
+    whether the call keeps its states (``admits``, decided on its first forward pass), and
+    the documents it shares with sibling processes (:mod:`skembed._shared`).
+
+    Sharing: before a forward pass, the missing documents are claimed; the claimed ones are
+    computed and published, those done by a sibling are read, and those a sibling is
+    computing are left for :meth:`rest`, which waits for them after this call's own work
+    (so no process waits while it holds claims it has not finished).
+    """
+
+    _FILES = 4  # batch files read recently, unpacked (a batch's neighbours are in them)
+
+    def __init__(self, embedder: BaseTokenEmbedder, model, docs: list[list[str]], n_docs: int):
+        self.embedder, self.model, self.docs, self.n_docs = embedder, model, docs, n_docs
+        self.budget = [embedder.batch_size]  # shrinks for the rest of the call after OOM
+        self.keep: bool | None = None
+        self.shared = embedder._shares_states and STATES.enabled and SHARED.usable()
+        self.later: list[tuple[int, Hashable]] = []  # (document, key) computed elsewhere
+        self._files: OrderedDict[str, list] = OrderedDict()
+
+    def fill(self, index: list[int], keys: list, states: list, missing: list[int]) -> list[int]:
+        """Fill in ``states[j]`` for ``j in missing`` (positions in ``index``); return the
+        positions left to sibling processes (kept in ``later``)."""
+        if not self.shared:
+            self._compute(index, keys, states, missing)
+            return []
+        sub_index = [index[j] for j in missing]
+        sub_keys = [keys[j] for j in missing]
+        found = [None] * len(missing)
+        pending = self._share(sub_index, sub_keys, found)
+        for j, state in zip(missing, found):
+            states[j] = state
+        self.later += [(sub_index[k], sub_keys[k]) for k in pending]
+        return [missing[k] for k in pending]
+
+    def rest(self):
+        """Yield ``(documents, documents, states)`` for the documents left to siblings, as
+        they are published (or computed here, when a sibling gave them up or is gone)."""
+        step = 0.001
+        while self.later:
+            index = [i for i, _ in self.later]
+            keys = [k for _, k in self.later]
+            states: list = [None] * len(index)
+            if self.shared:
+                pending = self._share(index, keys, states)
+            else:  # sharing stopped in this call: compute them here
+                self._compute(index, keys, states, list(range(len(index))))
+                pending = []
+            ready = [k for k, s in enumerate(states) if s is not None]
+            if ready:
+                docs = [index[k] for k in ready]
+                yield docs, docs, [states[k] for k in ready]
+            else:
+                step = wait(step)
+            self.later = [self.later[k] for k in pending]
+
+    def _share(self, index: list[int], keys: list, states: list) -> list[int]:
+        """Fill ``states`` (all missing) from siblings or by claiming and computing; return
+        the positions a sibling is computing."""
+        names = SHARED.names(keys)
+        mine, pending, done = SHARED.claim(names)
+        for k, target in done.items():
+            states[k] = self._read(target)
+        if mine:
+            self._compute_claimed(index, keys, states, mine, [names[k] for k in mine])
+        gone = [k for k in done if states[k] is None]  # the first process cleared the folder
+        if gone:
+            self._compute(index, keys, states, gone)
+        read = [states[k] for k in done if states[k] is not None]
+        SHARED.hits += len(read)
+        if read and self.keep is None:
+            self.keep = admits(sum(map(_nbytes, read)) / len(read), self.n_docs)
+        if self.keep:
+            for k in done:
+                STATES.put(keys[k], states[k])
+        return pending
+
+    def _read(self, target: str):
+        """The state a ``file:position`` target names, or None when the file is gone."""
+        file, _, position = target.rpartition(":")
+        loaded = self._files.get(file)
+        if loaded is None:
+            tensors = SHARED.load(file)
+            if tensors is None:
+                return None
+            loaded = self._files[file] = self.embedder._unpack_states(tensors)
+            if len(self._files) > self._FILES:
+                self._files.popitem(last=False)
+        return loaded[int(position)]
+
+    def _compute_claimed(self, index, keys, states, positions, names) -> None:
+        """Compute claimed documents and publish them (or give the claims up)."""
+        try:
+            new = self._compute(index, keys, states, positions)
+        except BaseException:
+            SHARED.release(names)
+            raise
+        packed = self.embedder._pack_states(new) if self.keep else None
+        if packed is None or not SHARED.publish(names, packed, STATES.max_bytes):
+            SHARED.release(names)
+            self.shared = self.shared and bool(self.keep) and SHARED.enabled
+
+    def _compute(self, index: list[int], keys: list, states: list, positions: list[int]):
+        """Run the network on ``index[j] for j in positions`` into ``states`` (and the cache,
+        when the call keeps its states); return the new states."""
+        emb = self.embedder
+        new = emb._forward_fitting(
+            self.model, self.docs, [index[j] for j in positions], self.budget
+        )
+        if self.keep is None:
+            self.keep = admits(sum(map(_nbytes, new)) / len(new), self.n_docs)
+        for j, state in zip(positions, new):
+            states[j] = state
+            if self.keep:
+                STATES.put(keys[j], state)
+        return new

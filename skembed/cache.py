@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from ._shared import SHARED
+
 _DEFAULT_STATE_BYTES = 1 << 30  # 1 GiB
 
 
@@ -181,7 +183,9 @@ def admits(nbytes_per_doc: float, n_docs: int) -> bool:
     return nbytes_per_doc * max(n_docs, CALL_DOCUMENTS.get()) <= STATES.max_bytes
 
 
-def set_cache(enabled: bool | None = None, max_bytes: int | None = None) -> None:
+def set_cache(
+    enabled: bool | None = None, max_bytes: int | None = None, shared: bool | None = None
+) -> None:
     """Configure the state cache of this process.
 
     Parameters
@@ -192,6 +196,12 @@ def set_cache(enabled: bool | None = None, max_bytes: int | None = None) -> None
         Byte budget of the cache (1 GiB by default); the least recently used states go first.
         A call (``transform``) whose documents' states would not all fit in the budget
         keeps none of them: raise the budget for grid searches over large corpora.
+    shared : bool, optional
+        Whether worker processes started by this one (joblib's, in ``GridSearchCV(...,
+        n_jobs=2)``) share states through a temporary folder, so that each document runs
+        through the network once among them (on by default; each writes at most
+        ``max_bytes``; the folder goes when this process exits or clears its cache). Set it
+        before the workers start; in a worker, it switches that worker's part.
 
     Examples
     --------
@@ -209,10 +219,13 @@ def set_cache(enabled: bool | None = None, max_bytes: int | None = None) -> None
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
         STATES.resize(max_bytes)
+    if shared is not None:
+        SHARED.set_enabled(shared)
 
 
 def clear_cache(models: bool = True, states: bool = True) -> None:
-    """Drop cached forward-pass states and/or loaded models of this process.
+    """Drop cached forward-pass states and/or loaded models of this process (and the states
+    its worker processes share, see :func:`set_cache`).
 
     Examples
     --------
@@ -223,12 +236,15 @@ def clear_cache(models: bool = True, states: bool = True) -> None:
     """
     if states:
         STATES.clear()
+        SHARED.clear()
     if models:
         MODELS.clear()
 
 
 def cache_info() -> dict:
-    """Counts of this process's caches: loads per model, state entries, bytes, hits and misses."""
+    """Counts of this process's caches: loads per model, state entries, bytes, hits and
+    misses (a miss read from a sibling process counts in ``shared_hits`` too, one published
+    for them in ``shared_writes``; ``shared_states`` says whether this process shares)."""
     return {
         "model_loads": dict(MODELS.loads),
         "models_loaded": len(MODELS._models),
@@ -238,4 +254,7 @@ def cache_info() -> dict:
         "state_max_bytes": STATES.max_bytes,
         "state_hits": STATES.hits,
         "state_misses": STATES.misses,
+        "shared_states": SHARED.active,
+        "shared_hits": SHARED.hits,
+        "shared_writes": SHARED.writes,
     }

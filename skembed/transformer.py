@@ -29,6 +29,14 @@ class _HFEmbedder(BaseTokenEmbedder):
         # Windows per forward pass: batch_size, or less while retrying after out-of-memory.
         return _hf.forward(model, docs, self._forward_batch_size())
 
+    _shares_states = True
+
+    def _pack_states(self, states):
+        return _hf.pack_states(states)
+
+    def _unpack_states(self, tensors):
+        return _hf.unpack_states(tensors, self._device)
+
     def iter_batches(self, docs):
         check_is_fitted(self, "n_features_out_")
         _hf.prime_words(self._get_model(), docs)

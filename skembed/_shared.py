@@ -1,0 +1,260 @@
+"""Forward-pass states shared by sibling processes through files: each document goes through
+the network once among the worker processes of a grid search.
+
+The state cache (:mod:`skembed.cache`) lives in one process. Joblib's workers in a
+``GridSearchCV(..., n_jobs=2)`` fit candidates and folds side by side, and each would run the
+network over every document of the search itself. So the first process of a session (the one
+that imports skembed and starts the workers) names a folder, which the processes it starts
+inherit through the environment variable ``SKEMBED_SHARED_STATES``. A child process about to
+run the network on a batch *claims* the batch's documents there, runs them, and publishes
+their states; a sibling that needs a document claimed by another waits for it instead of
+computing it again (after its own work: no process waits while it holds unfinished claims).
+
+The folder holds one entry per document key: a symbolic link, created and replaced
+atomically, read with one system call, whose target says where the document stands:
+
+* ``p<pid>``: claimed by process ``pid`` (taken over when that process is gone);
+* ``states-<pid>-<n>:<position>``: done, in that batch file (safetensors: reading it runs
+  no code).
+
+The first process removes the folder when it exits or clears its cache. Each child writes at
+most the state cache's byte budget.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+ENV = "SKEMBED_SHARED_STATES"
+_FOLDER_PREFIX = "skembed-states-"
+_OFF = "off"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove_stale(parent: str) -> None:
+    """Remove the folders of sessions whose first process is gone (it could not clean up)."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(_FOLDER_PREFIX):
+            continue
+        pid = name[len(_FOLDER_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+class SharedStates:
+    """The folder of states shared with sibling processes, seen from this process.
+
+    Only processes started by the session's first process take part (the first process
+    runs nothing side by side with itself); ``enabled`` switches this process's part off.
+    """
+
+    def __init__(self):
+        root = os.environ.get(ENV)
+        self.owner = root is None
+        if root is None:
+            parent = tempfile.gettempdir()
+            _remove_stale(parent)
+            root = os.path.join(parent, f"{_FOLDER_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
+            os.environ[ENV] = root
+            atexit.register(self.remove)
+        self.root = root
+        self.enabled = root != _OFF
+        self.hits = 0  # documents read from the folder
+        self.writes = 0  # documents published to it
+        self.bytes = 0  # bytes this process wrote
+        self._batches = 0
+        self._prefixes: dict = {}
+        self._held: set[str] = set()  # entries claimed by this process and not yet done
+        self._lock = threading.Lock()
+
+    @property
+    def active(self) -> bool:
+        """Whether this process shares states with its siblings."""
+        return self.enabled and not self.owner and self.root != _OFF
+
+    def usable(self) -> bool:
+        """Whether a call should look in the folder: in a sibling, or in the first process
+        once its workers made the folder (it reads their states, as for the refit of a grid
+        search, but claims and writes nothing: it runs nothing side by side with itself)."""
+        return self.active or (self.enabled and self.owner and os.path.isdir(self.root))
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Switch sharing on or off here; in the first process, for the processes it starts
+        from now on (they read the environment when they start)."""
+        self.enabled = bool(enabled)
+        if self.owner:
+            os.environ[ENV] = self.root if enabled else _OFF
+
+    # -- names -----------------------------------------------------------------
+    def names(self, keys: list[tuple]) -> list[str]:
+        """Entry names of state-cache keys ``(*prefix, document digest)``."""
+        out = []
+        for key in keys:
+            prefix = key[:-1]
+            base = self._prefixes.get(prefix)
+            if base is None:
+                base = hashlib.blake2b(repr(prefix).encode(), digest_size=16)
+                self._prefixes[prefix] = base
+            h = base.copy()
+            h.update(key[-1])
+            out.append(h.hexdigest())
+        return out
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.root, name)
+
+    # -- claims ------------------------------------------------------------------
+    def look(self, names: list[str]) -> list[str | None]:
+        """Where each document stands: a ``file:position`` target, ``"p<pid>"`` or None."""
+        out: list[str | None] = []
+        for name in names:
+            try:
+                out.append(os.readlink(self._path(name)))
+            except OSError:
+                out.append(None)
+        return out
+
+    def claim(self, names: list[str]) -> tuple[list[int], list[int], dict[int, str]]:
+        """Claim the documents nobody computes: ``(claimed, pending elsewhere, done)``, as
+        positions in ``names``; ``done`` maps positions to their targets. A claim of a
+        process that is gone is taken over. When the folder cannot be written, sharing stops
+        here and every document not done counts as claimed (this process computes it); the
+        first process counts them as claimed without writing anything."""
+        mine, pending, done = [], [], {}
+        me = f"p{os.getpid()}"
+        for k, (name, target) in enumerate(zip(names, self.look(names))):
+            if target is not None and not target.startswith("p"):
+                done[k] = target
+                continue
+            if target is not None:
+                mine_before = target == me and name in self._held  # another thread's claim
+                if mine_before or (target != me and _alive(int(target[1:]))):
+                    pending.append(k)
+                    continue
+                try:  # its process is gone: take it over
+                    os.unlink(self._path(name))
+                except OSError:
+                    pass
+            if self.owner or not self.enabled or self._link(me, name):
+                mine.append(k)
+            else:
+                pending.append(k)
+        if not self.owner:
+            with self._lock:
+                self._held.update(names[k] for k in mine)
+        return mine, pending, done
+
+    def _link(self, target: str, name: str) -> bool:
+        """Create the entry ``name -> target``; False when it exists. The folder is made on
+        first use (and again after the first process cleared it); when it cannot be,
+        sharing stops (``enabled`` turns False) and the answer is True."""
+        try:
+            for _ in range(2):
+                try:
+                    os.symlink(target, self._path(name))
+                    return True
+                except FileNotFoundError:
+                    os.makedirs(self.root, exist_ok=True)
+        except FileExistsError:
+            return False
+        except OSError:
+            pass
+        self.enabled = False
+        return True
+
+    def release(self, names: list[str]) -> None:
+        """Give up claims of this process (its forward pass failed, or it keeps nothing)."""
+        if self.owner:  # it claims nothing
+            return
+        me = f"p{os.getpid()}"
+        with self._lock:
+            self._held.difference_update(names)
+        for name, target in zip(names, self.look(names)):
+            if target == me:
+                try:
+                    os.unlink(self._path(name))
+                except OSError:
+                    pass
+
+    # -- states ------------------------------------------------------------------
+    def publish(self, names: list[str], tensors: dict[str, torch.Tensor], budget: int) -> bool:
+        """Write one batch's states (``tensors``, the documents in the order of ``names``) and
+        mark the documents done; False (nothing written) past this process's ``budget`` of
+        bytes or when the folder cannot be written (sharing then stops here)."""
+        if self.owner or not self.enabled:
+            return False
+        data = save_tensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+        if self.bytes + len(data) > budget:
+            return False
+        with self._lock:
+            self._batches += 1
+            file = f"states-{os.getpid()}-{self._batches}"
+        try:
+            os.makedirs(self.root, exist_ok=True)
+            temp = self._path(f"tmp-{file}")
+            with open(temp, "wb") as f:
+                f.write(data)
+            os.replace(temp, self._path(file))
+            for k, name in enumerate(names):
+                link = self._path(f"tmp-{name}")
+                os.symlink(f"{file}:{k}", link)
+                os.replace(link, self._path(name))
+        except OSError:
+            self.enabled = False
+            return False
+        with self._lock:
+            self._held.difference_update(names)
+        self.bytes += len(data)
+        self.writes += len(names)
+        return True
+
+    def load(self, file: str) -> dict[str, torch.Tensor] | None:
+        """The tensors of a batch file, or None when it is gone (the folder was cleared)."""
+        try:
+            with open(self._path(file), "rb") as f:
+                return load_tensors(f.read())
+        except OSError:
+            return None
+
+    def clear(self) -> None:
+        """Zero the counters; in the first process (it owns the folder), drop every state."""
+        self.hits = self.writes = 0
+        if self.owner:
+            self.remove()
+
+    def remove(self) -> None:
+        if self.root != _OFF:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def wait(step: float) -> float:
+    """Sleep ``step`` seconds; the next, longer step (20 ms at most)."""
+    time.sleep(step)
+    return min(step * 2, 0.02)
+
+
+SHARED = SharedStates()

@@ -1,0 +1,299 @@
+"""States shared by sibling processes (skembed._shared): each document runs through the
+network once among the worker processes of a grid search, and what a worker reads from its
+siblings is bit for bit what it would have computed.
+
+Most tests make this process act as a worker (``sibling``): a child of the session's first
+process sharing a folder of its own; one runs a real ``GridSearchCV(n_jobs=2)``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from sklearn.linear_model import RidgeClassifier
+from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.pipeline import Pipeline
+
+import skembed
+from skembed import DocumentPoolEmbeddings, TransformerEmbeddings
+from skembed._shared import ENV, SHARED, SharedStates, _remove_stale
+from skembed.cache import STATES
+
+TEXTS = [f"{w} cell number {i} , the dog sat on the {w} mat" for i, w in enumerate("abcdefghij")]
+TEXTS += ["", "xylophones quizzically jabbering over zigzagging wharves", "fox"]
+
+
+@pytest.fixture(scope="module")
+def bert(tiny_model) -> str:
+    return tiny_model("bert")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    budget = STATES.max_bytes
+    skembed.clear_cache(models=False)
+    yield
+    skembed.set_cache(enabled=True, max_bytes=budget)
+    skembed.clear_cache(models=False)
+
+
+@pytest.fixture
+def sibling(tmp_path, monkeypatch):
+    """This process as a worker sharing the folder ``tmp_path / "shared"``."""
+    folder = tmp_path / "shared"
+    monkeypatch.setattr(SHARED, "owner", False)
+    monkeypatch.setattr(SHARED, "root", str(folder))
+    monkeypatch.setattr(SHARED, "enabled", True)
+    SHARED.hits = SHARED.writes = SHARED.bytes = 0
+    return folder
+
+
+def entries(folder) -> dict[str, str]:
+    """The folder's document entries and their targets."""
+    if not folder.exists():
+        return {}
+    return {p.name: os.readlink(p) for p in folder.iterdir() if p.is_symlink()}
+
+
+def published_documents(folder) -> int:
+    """Documents in the folder's batch files (each document published once: their count)."""
+    files = [p for p in folder.iterdir() if p.name.startswith("states-")]
+    return sum(len(load_file(p)["n_sub"]) for p in files)
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def embed(model, texts=TEXTS, **params):
+    emb = TransformerEmbeddings(model, layers="-1,0", pooling_operation="mean", **params).fit()
+    return [np.asarray(a) for a in emb.transform(texts).to_list()]
+
+
+def names_of(model, texts):
+    emb = TransformerEmbeddings(model).fit()
+    docs = emb._documents(texts)
+    return SHARED.names(emb._state_keys(docs, emb._embedded(docs, range(len(docs)))))
+
+
+def test_a_sibling_reads_what_another_published_bit_for_bit(bert, sibling):
+    first = embed(bert)
+    n = len(TEXTS) - 1  # the empty document runs nothing
+    assert skembed.cache_info()["shared_writes"] == n
+    assert all(not t.startswith("p") for t in entries(sibling).values())  # no claim left
+    assert published_documents(sibling) == n
+    STATES.clear()  # as another process: nothing of its own
+    again = embed(bert)
+    info = skembed.cache_info()
+    assert info["shared_hits"] == n and info["shared_writes"] == n  # nothing computed again
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert again[len(TEXTS) - 3].shape == (0, 64)  # the empty document still has its rows
+
+
+def test_document_rows_from_siblings_equal_computed_ones(bert, sibling):
+    pool = DocumentPoolEmbeddings(TransformerEmbeddings(bert, layers="-1,-2"), pooling="max")
+    computed = pool.fit(TEXTS).transform(TEXTS)
+    skembed.clear_cache(models=False)  # a worker's clear keeps the shared folder
+    assert published_documents(sibling) == len(TEXTS) - 1
+    read = pool.fit(TEXTS).transform(TEXTS)
+    assert skembed.cache_info()["shared_hits"] == len(TEXTS) - 1
+    np.testing.assert_array_equal(computed, read)
+
+
+def test_a_claim_of_a_gone_process_is_taken_over(bert, sibling):
+    sibling.mkdir()
+    names = names_of(bert, TEXTS[:3])
+    gone = dead_pid()
+    for name in names:
+        os.symlink(f"p{gone}", sibling / name)
+    out = embed(bert, TEXTS[:3])
+    assert skembed.cache_info()["shared_writes"] == 3
+    assert all(not entries(sibling)[name].startswith("p") for name in names)
+    skembed.set_cache(enabled=False)
+    for a, b in zip(out, embed(bert, TEXTS[:3])):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_documents_a_live_sibling_computes_are_awaited_and_read(bert, sibling):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    sibling.mkdir()
+    try:
+        names = names_of(bert, TEXTS[:4])
+        for name in names[:2]:  # the sibling works on the first two
+            os.symlink(f"p{sleeper.pid}", sibling / name)
+        # What the sibling will publish: the states of another run, made without sharing.
+        emb = TransformerEmbeddings(bert).fit()
+        with torch.inference_mode():
+            states = emb._forward(emb._get_model(), emb._documents(TEXTS[:2]))
+        packed = emb._pack_states(states)
+
+        def sibling_finishes():
+            time.sleep(0.3)
+            assert SHARED.publish(names[:2], packed, 2**30)
+
+        thread = threading.Thread(target=sibling_finishes)
+        start = time.perf_counter()
+        thread.start()
+        out = embed(bert, TEXTS[:4])
+        thread.join()
+        assert time.perf_counter() - start >= 0.3
+        info = skembed.cache_info()
+        assert info["shared_hits"] == 2  # read, not computed: the others were
+        assert info["shared_writes"] == 2 + 2  # two by the "sibling", two by this call
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    skembed.set_cache(enabled=False)
+    for a, b in zip(out, embed(bert, TEXTS[:4])):
+        np.testing.assert_allclose(a, b, atol=1e-5)  # other batches: batch invariance only
+
+
+def test_a_sibling_that_dies_before_publishing_is_replaced(bert, sibling):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    sibling.mkdir()
+    names = names_of(bert, TEXTS[:2])
+    for name in names:
+        os.symlink(f"p{sleeper.pid}", sibling / name)
+
+    def die():
+        time.sleep(0.2)
+        sleeper.kill()
+        sleeper.wait()  # reaped: its pid is gone
+
+    thread = threading.Thread(target=die)
+    thread.start()
+    out = embed(bert, TEXTS[:2])
+    thread.join()
+    assert skembed.cache_info()["shared_writes"] == 2
+    assert [a.shape[0] for a in out] == [len(t.split()) for t in TEXTS[:2]]
+
+
+def test_a_failed_forward_pass_gives_its_claims_up(bert, sibling, monkeypatch):
+    emb = TransformerEmbeddings(bert).fit()
+
+    def broken(model, docs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(emb, "_forward", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        emb.transform(TEXTS)
+    assert entries(sibling) == {}  # no claim left for siblings to wait on
+    assert SHARED._held == set()
+
+
+def test_writes_stop_at_the_budget_and_claims_are_given_up(bert, sibling):
+    embed(bert)
+    one_call = SHARED.bytes
+    assert SHARED.writes == len(TEXTS) - 1
+    # A budget a call's states fit in (kept, published) but not two calls' writes.
+    skembed.set_cache(max_bytes=int(one_call * 1.5))
+    others = [t.replace("cell", "cat") for t in TEXTS]
+    out = embed(bert, others)
+    assert SHARED.writes == len(TEXTS) - 1 and SHARED.bytes == one_call  # none written
+    assert all(not t.startswith("p") for t in entries(sibling).values())  # claims given up
+    skembed.set_cache(enabled=False)
+    for a, b in zip(out, embed(bert, others)):  # some states from the first call's batches
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_the_first_process_reads_but_never_writes(bert, tmp_path, monkeypatch):
+    folder = tmp_path / "shared"
+    monkeypatch.setattr(SHARED, "root", str(folder))
+    monkeypatch.setattr(SHARED, "owner", True)
+    assert not skembed.cache_info()["shared_states"]
+    embed(bert)
+    assert not folder.exists()  # no worker made it: nothing looked at, nothing written
+    # A worker published states: the first process reads them (the refit of a search).
+    monkeypatch.setattr(SHARED, "owner", False)
+    STATES.clear()
+    computed = embed(bert)
+    monkeypatch.setattr(SHARED, "owner", True)
+    STATES.clear()
+    SHARED.hits = 0
+    read = embed(bert)
+    assert SHARED.hits == len(TEXTS) - 1
+    assert not [t for t in entries(folder).values() if t.startswith("p")]
+    for a, b in zip(computed, read):
+        np.testing.assert_array_equal(a, b)
+    skembed.clear_cache(models=False)  # the first process owns the folder: gone
+    assert not folder.exists()
+
+
+def test_processes_started_after_switching_sharing_off_do_not_share(monkeypatch):
+    monkeypatch.setattr(SHARED, "owner", True)
+    monkeypatch.setitem(os.environ, ENV, SHARED.root)
+    skembed.set_cache(shared=False)
+    try:
+        assert os.environ[ENV] == "off"
+        child = SharedStates()  # what a process started now sees on importing skembed
+        assert not child.owner and not child.active
+    finally:
+        skembed.set_cache(shared=True)
+    assert os.environ[ENV] == SHARED.root
+    child = SharedStates()
+    assert not child.owner and child.active and child.root == SHARED.root
+
+
+def test_folders_of_gone_sessions_are_removed(tmp_path):
+    gone = tmp_path / f"skembed-states-{dead_pid()}-abcd"
+    live = tmp_path / f"skembed-states-{os.getpid()}-abcd"
+    other = tmp_path / "skembed-states-notapid"
+    for folder in (gone, live, other):
+        folder.mkdir()
+    _remove_stale(str(tmp_path))
+    assert not gone.exists() and live.exists() and other.exists()
+
+
+def _scorer(estimator, X, y):
+    info = skembed.cache_info()
+    return {
+        "accuracy": estimator.score(X, y),
+        "pid": os.getpid(),
+        "shares": int(info["shared_states"]),
+    }
+
+
+def test_grid_search_workers_run_each_document_once_among_them(bert):
+    """A real GridSearchCV(n_jobs=2): the workers publish every document once in all (so
+    none ran twice), the refit in this process reads them all, and the scores are those of
+    n_jobs=1."""
+    texts = [f"{t} {k}" for k in range(3) for t in TEXTS if t]
+    labels = [i % 2 for i in range(len(texts))]
+    pipe = Pipeline(
+        [
+            ("embed", DocumentPoolEmbeddings(TransformerEmbeddings(bert))),
+            ("clf", RidgeClassifier()),
+        ]
+    )
+    grid = {"embed__embeddings__layers": ["-1", "-2"], "embed__pooling": ["mean", "max"]}
+    cv = KFold(3, shuffle=True, random_state=0)
+
+    def search(n_jobs):
+        skembed.clear_cache(models=False)
+        gs = GridSearchCV(pipe, grid, cv=cv, scoring=_scorer, refit="accuracy", n_jobs=n_jobs)
+        return gs.fit(texts, labels)
+
+    one = search(1)
+    two = search(2)
+    pids = {p for k in range(3) for p in two.cv_results_[f"split{k}_test_pid"]}
+    assert os.getpid() not in pids
+    assert all(two.cv_results_[f"split{k}_test_shares"].all() for k in range(3))
+    assert published_documents(Path(SHARED.root)) == len(texts)  # none ran twice
+    info = skembed.cache_info()
+    assert info["shared_hits"] == len(texts) == info["state_misses"]  # the refit read them
+    assert one.best_params_ == two.best_params_
+    rows = two.best_estimator_["embed"].transform(texts)
+    skembed.set_cache(enabled=False)
+    np.testing.assert_allclose(rows, one.best_estimator_["embed"].transform(texts), atol=1e-5)
