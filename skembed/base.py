@@ -474,8 +474,7 @@ class _Computation:
         the positions a sibling is computing."""
         names = SHARED.names(keys)
         mine, pending, done = SHARED.claim(names)
-        for k, target in done.items():
-            states[k] = self._read(target)
+        self._read(done, states)
         if mine:
             self._compute_claimed(index, keys, states, mine, [names[k] for k in mine])
         gone = [k for k in done if states[k] is None]  # the first process cleared the folder
@@ -490,18 +489,30 @@ class _Computation:
                 STATES.put(keys[k], states[k])
         return pending
 
-    def _read(self, target: str):
-        """The state a ``file:position`` target names, or None when the file is gone."""
-        file, _, position = target.rpartition(":")
-        loaded = self._files.get(file)
-        if loaded is None:
-            tensors = SHARED.load(file)
-            if tensors is None:
-                return None
-            loaded = self._files[file] = self.embedder._unpack_states(tensors)
-            if len(self._files) > self._FILES:
-                self._files.popitem(last=False)
-        return loaded[int(position)]
+    def _read(self, done: dict[int, str], states: list) -> None:
+        """``states[k]``: the state each ``file:position`` target of ``done`` names (left
+        None when its file is gone). A document's state is a view of its file's tensor; when
+        not all of a file's documents are taken, the taken ones are copied out, so that the
+        cache holds no more than it counts."""
+        by_file: dict[str, list[tuple[int, int]]] = {}
+        for k, target in done.items():
+            file, _, position = target.rpartition(":")
+            by_file.setdefault(file, []).append((k, int(position)))
+        emb = self.embedder
+        for file, items in by_file.items():
+            loaded = self._files.get(file)
+            if loaded is None:
+                tensors = SHARED.load(file)
+                if tensors is None:
+                    continue
+                loaded = self._files[file] = emb._unpack_states(tensors)
+                if len(self._files) > self._FILES:
+                    self._files.popitem(last=False)
+            taken = [loaded[position] for _, position in items]
+            if len(taken) < len(loaded):
+                taken = emb._unpack_states(emb._pack_states(taken))
+            for (k, _), state in zip(items, taken):
+                states[k] = state
 
     def _compute_claimed(self, index, keys, states, positions, names) -> None:
         """Compute claimed documents and publish them (or give the claims up)."""

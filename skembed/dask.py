@@ -305,6 +305,11 @@ class WorkerSetup(WorkerPlugin):
         that streams a corpus once gains nothing from it: turn it off to save memory.
     state_max_bytes : int, optional
         Byte budget of the state cache of each worker (1 GiB by default).
+    shared_states : bool, default=False
+        Whether workers on one machine share forward-pass states through a temporary folder
+        (see :func:`skembed.set_cache`). Partitions hold different documents, so sharing
+        only writes files nobody reads; turn it on when workers embed the same documents
+        (a grid search run on the cluster).
     torch_threads : int, optional
         ``torch.set_num_threads`` in each worker (Dask starts workers with
         ``OMP_NUM_THREADS=1``, so torch uses one thread unless told otherwise).
@@ -323,16 +328,27 @@ class WorkerSetup(WorkerPlugin):
 
     name = "skembed-worker-setup"
 
-    def __init__(self, state_cache: bool = True, state_max_bytes=None, torch_threads=None):
+    def __init__(
+        self,
+        state_cache: bool = True,
+        state_max_bytes=None,
+        torch_threads=None,
+        shared_states: bool = False,
+    ):
         self.state_cache = state_cache
         self.state_max_bytes = state_max_bytes
         self.torch_threads = torch_threads
+        self.shared_states = shared_states
 
     def setup(self, worker=None) -> None:
         import torch
 
         from .cache import set_cache
 
-        set_cache(enabled=self.state_cache, max_bytes=self.state_max_bytes)
+        set_cache(
+            enabled=self.state_cache,
+            max_bytes=self.state_max_bytes,
+            shared=self.shared_states,
+        )
         if self.torch_threads is not None:
             torch.set_num_threads(int(self.torch_threads))

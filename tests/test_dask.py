@@ -123,6 +123,7 @@ def _check_ran_on_workers(client, n_docs: int, client_before: dict) -> None:
     assert all(n > 0 for n in looked_up.values()), looked_up  # both workers took partitions
     for worker, i in info.items():
         assert list(i["model_loads"].values()) == [1], (worker, i["model_loads"])
+        assert not i["shared_states"] and i["shared_writes"] == 0  # WorkerSetup's default
     after = skembed.cache_info()
     for key in ("state_hits", "state_misses"):
         assert after[key] == client_before[key]

@@ -102,6 +102,21 @@ def test_a_sibling_reads_what_another_published_bit_for_bit(bert, sibling):
     assert again[len(TEXTS) - 3].shape == (0, 64)  # the empty document still has its rows
 
 
+def test_a_document_read_alone_holds_only_its_own_states(bert, sibling):
+    embed(bert)  # one batch file of every document
+    STATES.clear()
+    few = embed(bert, TEXTS[:3])
+    assert SHARED.hits == 3
+    emb = TransformerEmbeddings(bert).fit()
+    docs = emb._documents(TEXTS[:3])
+    states = STATES.get_many(emb._state_keys(docs, range(3)), count=False)
+    (base,) = {id(s.base): s.base for s in states}.values()  # one tensor for the three
+    assert base.shape[1] == sum(s.sub.shape[1] + s.special.shape[1] for s in states)
+    skembed.set_cache(enabled=False)
+    for a, b in zip(few, embed(bert, TEXTS[:3])):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_document_rows_from_siblings_equal_computed_ones(bert, sibling):
     pool = DocumentPoolEmbeddings(TransformerEmbeddings(bert, layers="-1,-2"), pooling="max")
     computed = pool.fit(TEXTS).transform(TEXTS)
