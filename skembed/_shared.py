@@ -39,6 +39,7 @@ from safetensors.torch import save as save_tensors
 ENV = "SKEMBED_SHARED_STATES"
 _FOLDER_PREFIX = "skembed-states-"
 _OFF = "off"
+_FORMAT = b"states-1"  # in every entry name: processes that write another layout never meet
 
 
 def _alive(pid: int) -> bool:
@@ -117,7 +118,7 @@ class SharedStates:
             prefix = key[:-1]
             base = self._prefixes.get(prefix)
             if base is None:
-                base = hashlib.blake2b(repr(prefix).encode(), digest_size=16)
+                base = hashlib.blake2b(repr(prefix).encode(), digest_size=16, salt=_FORMAT)
                 self._prefixes[prefix] = base
             h = base.copy()
             h.update(key[-1])
@@ -233,11 +234,12 @@ class SharedStates:
         return True
 
     def load(self, file: str) -> dict[str, torch.Tensor] | None:
-        """The tensors of a batch file, or None when it is gone (the folder was cleared)."""
+        """The tensors of a batch file, or None when it is gone (the folder was cleared) or
+        unreadable (its documents are then computed again)."""
         try:
             with open(self._path(file), "rb") as f:
                 return load_tensors(f.read())
-        except OSError:
+        except Exception:  # OSError, or safetensors' own error on a damaged file
             return None
 
     def clear(self) -> None:

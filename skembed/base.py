@@ -475,23 +475,23 @@ class _Computation:
         names = SHARED.names(keys)
         mine, pending, done = SHARED.claim(names)
         self._read(done, states)
-        if mine:
-            self._compute_claimed(index, keys, states, mine, [names[k] for k in mine])
-        gone = [k for k in done if states[k] is None]  # the first process cleared the folder
-        if gone:
-            self._compute(index, keys, states, gone)
-        read = [states[k] for k in done if states[k] is not None]
+        read = [k for k in done if states[k] is not None]
+        gone = [k for k in done if states[k] is None]  # cleared by the first process, damaged
         SHARED.hits += len(read)
         if read and self.keep is None:
-            self.keep = admits(sum(map(_nbytes, read)) / len(read), self.n_docs)
+            self.keep = admits(sum(_nbytes(states[k]) for k in read) / len(read), self.n_docs)
         if self.keep:
-            for k in done:
+            for k in read:
                 STATES.put(keys[k], states[k])
+        if mine:
+            self._compute_claimed(index, keys, states, mine, [names[k] for k in mine])
+        if gone:
+            self._compute(index, keys, states, gone)
         return pending
 
     def _read(self, done: dict[int, str], states: list) -> None:
         """``states[k]``: the state each ``file:position`` target of ``done`` names (left
-        None when its file is gone). A document's state is a view of its file's tensor; when
+        None when its file is gone or damaged: then it is computed). A document's state is a view of its file's tensor; when
         not all of a file's documents are taken, the taken ones are copied out, so that the
         cache holds no more than it counts."""
         by_file: dict[str, list[tuple[int, int]]] = {}
@@ -502,12 +502,15 @@ class _Computation:
         for file, items in by_file.items():
             loaded = self._files.get(file)
             if loaded is None:
-                tensors = SHARED.load(file)
-                if tensors is None:
+                try:
+                    loaded = emb._unpack_states(SHARED.load(file))
+                except (TypeError, KeyError, ValueError, IndexError):  # gone, or damaged
                     continue
-                loaded = self._files[file] = emb._unpack_states(tensors)
+                self._files[file] = loaded
                 if len(self._files) > self._FILES:
                     self._files.popitem(last=False)
+            if max(position for _, position in items) >= len(loaded):
+                continue
             taken = [loaded[position] for _, position in items]
             if len(taken) < len(loaded):
                 taken = emb._unpack_states(emb._pack_states(taken))

@@ -195,6 +195,20 @@ def test_a_sibling_that_dies_before_publishing_is_replaced(bert, sibling):
     assert [a.shape[0] for a in out] == [len(t.split()) for t in TEXTS[:2]]
 
 
+def test_a_damaged_or_vanished_batch_file_is_computed_again(bert, sibling):
+    first = embed(bert)
+    files = sorted(p for p in sibling.iterdir() if p.name.startswith("states-"))
+    files[0].write_bytes(b"not a safetensors file")
+    for extra in files[1:]:
+        extra.unlink()
+    STATES.clear()
+    SHARED.hits = 0
+    again = embed(bert)
+    assert SHARED.hits == 0  # nothing readable: every document computed, same numbers
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_failed_forward_pass_gives_its_claims_up(bert, sibling, monkeypatch):
     emb = TransformerEmbeddings(bert).fit()
 
