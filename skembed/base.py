@@ -349,17 +349,25 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
         yield from work.rest()
 
     # -- states shared with sibling processes (skembed._shared) --------------------
-    # Families whose states can be written to files set ``_shares_states`` and implement
-    # the two hooks below.
+    # Families whose forward passes are worth sharing set ``_shares_states``. The hooks below
+    # write states that are one tensor per document; other states need their own.
     _shares_states = False
 
     def _pack_states(self, states: list) -> dict[str, torch.Tensor]:
         """The states of one batch as named tensors (to be written to a file)."""
-        raise NotImplementedError
+        return {
+            "flat": torch.cat([s.reshape(-1) for s in states]),
+            "shapes": torch.tensor([list(s.shape) for s in states], dtype=torch.int64),
+        }
 
     def _unpack_states(self, tensors: dict[str, torch.Tensor]) -> list:
         """The states ``_pack_states`` packed, on this embedder's device."""
-        raise NotImplementedError
+        shapes = tensors["shapes"].tolist()
+        flat = tensors["flat"].to(self._device)
+        sizes = [int(np.prod(shape)) for shape in shapes]
+        if sum(sizes) != len(flat):
+            raise ValueError("inconsistent packed states")
+        return [part.view(shape) for part, shape in zip(torch.split(flat, sizes), shapes)]
 
     def _forward_fitting(
         self, model, docs: list[list[str]], index: list[int], budget: list[int]
@@ -491,9 +499,9 @@ class _Computation:
 
     def _read(self, done: dict[int, str], states: list) -> None:
         """``states[k]``: the state each ``file:position`` target of ``done`` names (left
-        None when its file is gone or damaged: then it is computed). A document's state is a view of its file's tensor; when
-        not all of a file's documents are taken, the taken ones are copied out, so that the
-        cache holds no more than it counts."""
+        None when its file is gone or damaged: then it is computed). A document's state is a
+        view of its file's tensor; when not all of a file's documents are taken, the taken
+        ones are copied out, so that the cache holds no more than it counts."""
         by_file: dict[str, list[tuple[int, int]]] = {}
         for k, target in done.items():
             file, _, position = target.rpartition(":")

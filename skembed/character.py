@@ -172,6 +172,8 @@ class CharacterEmbeddings(BaseTokenEmbedder):
     ['NAME', 'O']
     """
 
+    _shares_states = True  # with sibling processes: one tensor per document
+
     _feature_prefix = "char"
 
     def __init__(

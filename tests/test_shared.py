@@ -117,6 +117,37 @@ def test_a_document_read_alone_holds_only_its_own_states(bert, sibling):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def family_files(tmp_path_factory):
+    from tiny_embedders import build_files
+
+    return build_files(tmp_path_factory.mktemp("families"))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "FlairEmbeddings",
+        "ELMoEmbeddings",
+        "TransformerXLEmbeddings",
+        "CharacterEmbeddings",
+        "TransformerDocumentEmbeddings",
+    ],
+)
+def test_every_network_family_shares_bit_for_bit(name, family_files, tiny_model, sibling):
+    from tiny_embedders import make, rows
+
+    texts = [t for t in TEXTS if t]
+    emb = make(name, family_files, tiny_model).fit(texts)
+    first = rows(emb.transform(texts))
+    assert SHARED.writes == len(texts)
+    STATES.clear()
+    again = rows(emb.transform(texts))
+    assert SHARED.hits == len(texts) and SHARED.writes == len(texts)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_document_rows_from_siblings_equal_computed_ones(bert, sibling):
     pool = DocumentPoolEmbeddings(TransformerEmbeddings(bert, layers="-1,-2"), pooling="max")
     computed = pool.fit(TEXTS).transform(TEXTS)

@@ -66,6 +66,8 @@ class ELMoEmbeddings(BaseTokenEmbedder):
     ((3, 8), (1, 8))
     """
 
+    _shares_states = True  # with sibling processes: one tensor per document
+
     _feature_prefix = "elmo"
     _transient = BaseTokenEmbedder._transient + ("_resolved",)
 

@@ -133,6 +133,8 @@ class FlairEmbeddings(BaseTokenEmbedder):
     ((3, 16), (1, 16))
     """
 
+    _shares_states = True  # with sibling processes: one tensor per document
+
     _feature_prefix = "flair"
     _transient = BaseTokenEmbedder._transient + ("_resolved",)
 

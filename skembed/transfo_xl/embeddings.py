@@ -107,6 +107,8 @@ class TransformerXLEmbeddings(BaseTokenEmbedder):
     ((8, 32), (1, 32))
     """
 
+    _shares_states = True  # with sibling processes: one tensor per document
+
     _feature_prefix = "transfoxl"
 
     def __init__(
