@@ -17,8 +17,8 @@ atomically, read with one system call, whose target says where the document stan
 * ``states-<pid>-<n>:<position>``: done, in that batch file (safetensors: reading it runs
   no code).
 
-The first process removes the folder when it exits or clears its cache. Each child writes at
-most the state cache's byte budget.
+The first process removes the folder when it exits or clears its cache. The folder holds at
+most the state cache's byte budget of states (all processes' together, give or take a batch).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class SharedStates:
         self.enabled = root != _OFF
         self.hits = 0  # documents read from the folder
         self.writes = 0  # documents published to it
-        self.bytes = 0  # bytes this process wrote
+        self.bytes = 0  # bytes this process wrote (the budget counts the folder's: ``_usage``)
         self._batches = 0
         self._prefixes: dict = {}
         self._held: set[str] = set()  # entries claimed by this process and not yet done
@@ -204,26 +204,33 @@ class SharedStates:
     # -- states ------------------------------------------------------------------
     def publish(self, names: list[str], tensors: dict[str, torch.Tensor], budget: int) -> bool:
         """Write one batch's states (``tensors``, the documents in the order of ``names``) and
-        mark the documents done; False (nothing written) past this process's ``budget`` of
-        bytes or when the folder cannot be written (sharing then stops here)."""
+        mark the documents done; False (nothing written) when the folder would hold more than
+        ``budget`` bytes of states (of all processes together), or cannot be written (sharing
+        then stops here)."""
         if self.owner or not self.enabled:
             return False
         data = save_tensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
-        if self.bytes + len(data) > budget:
+        mine, total = self._usage()
+        if total + len(data) > budget:
             return False
+        pid = os.getpid()
         with self._lock:
             self._batches += 1
-            file = f"states-{os.getpid()}-{self._batches}"
+            file = f"states-{pid}-{self._batches}"
         try:
-            os.makedirs(self.root, exist_ok=True)
+            os.makedirs(self._path("usage"), exist_ok=True)
             temp = self._path(f"tmp-{file}")
             with open(temp, "wb") as f:
                 f.write(data)
             os.replace(temp, self._path(file))
             for k, name in enumerate(names):
-                link = self._path(f"tmp-{name}")
+                link = self._path(f"tmp-{pid}-{name}")
                 os.symlink(f"{file}:{k}", link)
                 os.replace(link, self._path(name))
+            temp = self._path(f"usage/tmp-{pid}")
+            with open(temp, "w") as f:
+                f.write(str(mine + len(data)))
+            os.replace(temp, self._path(f"usage/{pid}"))
         except OSError:
             self.enabled = False
             return False
@@ -232,6 +239,25 @@ class SharedStates:
         self.bytes += len(data)
         self.writes += len(names)
         return True
+
+    def _usage(self) -> tuple[int, int]:
+        """Bytes of states in the folder: ``(written by this process, by all)``, from one small
+        file per process (gone, like the states, when the first process clears the folder)."""
+        folder = self._path("usage")
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return 0, 0
+        mine, total, me = 0, 0, str(os.getpid())
+        for name in names:
+            try:
+                with open(os.path.join(folder, name)) as f:
+                    n = int(f.read())
+            except (OSError, ValueError):  # being replaced, or a temporary file
+                continue
+            total += n
+            mine = n if name == me else mine
+        return mine, total
 
     def load(self, file: str) -> dict[str, torch.Tensor] | None:
         """The tensors of a batch file, or None when it is gone (the folder was cleared) or

@@ -199,9 +199,9 @@ def set_cache(
     shared : bool, optional
         Whether worker processes started by this one (joblib's, in ``GridSearchCV(...,
         n_jobs=2)``) share states through a temporary folder, so that each document runs
-        through the network once among them (on by default; each writes at most
-        ``max_bytes``; the folder goes when this process exits or clears its cache). Set it
-        before the workers start; in a worker, it switches that worker's part.
+        through the network once among them (on by default; the folder holds at most
+        ``max_bytes`` of states in all, and goes when this process exits or clears its
+        cache). Set it before the workers start; in a worker, it switches that worker's part.
 
     Examples
     --------

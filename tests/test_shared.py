@@ -253,12 +253,15 @@ def test_a_failed_forward_pass_gives_its_claims_up(bert, sibling, monkeypatch):
     assert SHARED._held == set()
 
 
-def test_writes_stop_at_the_budget_and_claims_are_given_up(bert, sibling):
+def test_the_folder_holds_at_most_the_budget_of_all_processes(bert, sibling, monkeypatch):
     embed(bert)
     one_call = SHARED.bytes
     assert SHARED.writes == len(TEXTS) - 1
-    # A budget a call's states fit in (kept, published) but not two calls' writes.
-    skembed.set_cache(max_bytes=int(one_call * 1.5))
+    assert SHARED._usage() == (one_call, one_call)
+    # Another process wrote as much: with a budget of 2.5 calls' worth, a call still fits
+    # (its states are kept here) but the folder has no room for it.
+    (sibling / "usage" / "999999999").write_text(str(one_call))
+    skembed.set_cache(max_bytes=int(one_call * 2.5))
     others = [t.replace("cell", "cat") for t in TEXTS]
     out = embed(bert, others)
     assert SHARED.writes == len(TEXTS) - 1 and SHARED.bytes == one_call  # none written
@@ -266,6 +269,14 @@ def test_writes_stop_at_the_budget_and_claims_are_given_up(bert, sibling):
     skembed.set_cache(enabled=False)
     for a, b in zip(out, embed(bert, others)):  # some states from the first call's batches
         np.testing.assert_allclose(a, b, atol=1e-5)
+    # The first process cleared the folder: the usage counts start again.
+    skembed.set_cache(enabled=True)
+    monkeypatch.setattr(SHARED, "owner", True)
+    skembed.clear_cache(models=False)
+    monkeypatch.setattr(SHARED, "owner", False)
+    assert SHARED._usage() == (0, 0)
+    embed(bert, others)
+    assert SHARED.writes == len(others) - 1
 
 
 def test_the_first_process_reads_but_never_writes(bert, tmp_path, monkeypatch):
