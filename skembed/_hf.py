@@ -457,9 +457,18 @@ def _doc_states(states: torch.Tensor, n_spec: int, n_sub, spans: torch.Tensor, n
 def pack_states(states: list[DocState]) -> dict[str, torch.Tensor]:
     """Documents' states as named tensors (see :func:`unpack_states`): every document's
     special tokens then sub-tokens, end to end, and the words' spans."""
-    parts = [t for s in states for t in (s.special, s.sub)]
+    base = states[0].base
+    whole = (  # the states of one forward pass, in order: its tensor is already that layout
+        base is not None
+        and all(s.base is base for s in states)
+        and states[0].at == states[0].special.shape[1]
+        and base.shape[1] == sum(s.special.shape[1] + s.sub.shape[1] for s in states)
+        and all(
+            a.at + a.sub.shape[1] + b.special.shape[1] == b.at for a, b in zip(states, states[1:])
+        )
+    )
     return {
-        "states": torch.cat(parts, 1),
+        "states": base if whole else torch.cat([t for s in states for t in (s.special, s.sub)], 1),
         "n_spec": torch.tensor([states[0].special.shape[1]]),
         "n_sub": torch.tensor([s.sub.shape[1] for s in states]),
         "n_words": torch.tensor([len(s.spans) for s in states]),

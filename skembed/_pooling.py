@@ -21,7 +21,7 @@ def pool(data: torch.Tensor, lengths, pooling: str) -> torch.Tensor:
     out = torch.zeros((n_docs, data.shape[1]), dtype=data.dtype, device=data.device)
     if pooling == "mean":
         out.index_add_(0, index, data)
-        return out / lengths.clamp(min=1).to(data.dtype)[:, None]
+        return out.div_(lengths.clamp(min=1).to(data.dtype)[:, None])
     reduce = "amax" if pooling == "max" else "amin"
     target = index[:, None].expand_as(data)
     return out.scatter_reduce_(0, target, data, reduce=reduce, include_self=False)

@@ -34,7 +34,7 @@ import time
 
 import torch
 from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
+from safetensors.torch import save_file
 
 ENV = "SKEMBED_SHARED_STATES"
 _FOLDER_PREFIX = "skembed-states-"
@@ -209,9 +209,10 @@ class SharedStates:
         then stops here)."""
         if self.owner or not self.enabled:
             return False
-        data = save_tensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        size = sum(t.nbytes for t in tensors.values()) + 1024  # and the file's header, about
         mine, total = self._usage()
-        if total + len(data) > budget:
+        if total + size > budget:
             return False
         pid = os.getpid()
         with self._lock:
@@ -220,8 +221,7 @@ class SharedStates:
         try:
             os.makedirs(self._path("usage"), exist_ok=True)
             temp = self._path(f"tmp-{file}")
-            with open(temp, "wb") as f:
-                f.write(data)
+            save_file(tensors, temp)  # straight to the file: no copy in between
             os.replace(temp, self._path(file))
             for k, name in enumerate(names):
                 link = self._path(f"tmp-{pid}-{name}")
@@ -229,14 +229,14 @@ class SharedStates:
                 os.replace(link, self._path(name))
             temp = self._path(f"usage/tmp-{pid}")
             with open(temp, "w") as f:
-                f.write(str(mine + len(data)))
+                f.write(str(mine + size))
             os.replace(temp, self._path(f"usage/{pid}"))
         except OSError:
             self.enabled = False
             return False
         with self._lock:
             self._held.difference_update(names)
-        self.bytes += len(data)
+        self.bytes += size
         self.writes += len(names)
         return True
 

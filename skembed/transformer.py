@@ -171,14 +171,15 @@ class TransformerEmbeddings(_HFEmbedder):
         return out
 
     def _combine_pooled(self, model, states, pooling):
-        # The word vectors of every group, then one pooling (few large operations: many
-        # small ones cost more than the arithmetic on short texts).
-        order, words, counts = [], [], []
-        for members, group_words, group_counts in self._read_groups(model, states):
+        # Each group's word vectors pooled at once, then the small pooled rows put together:
+        # few large operations (many small ones cost more than the arithmetic on short
+        # texts), and no copy of all the word vectors into one tensor (with several layers
+        # that is tens of MB of fresh memory per call).
+        order, parts = [], []
+        for members, words, counts in self._read_groups(model, states):
             order += members
-            words.append(group_words)
-            counts += group_counts
-        pooled = pool(torch.cat(words) if len(words) > 1 else words[0], counts, pooling)
+            parts.append(pool(words, counts, pooling))
+        pooled = torch.cat(parts) if len(parts) > 1 else parts[0]
         if order == list(range(len(states))):
             return pooled
         rows = torch.empty_like(pooled)
@@ -244,14 +245,18 @@ def _words(flat, n_pos: int, spans, total: int, layers, mix, op: str) -> torch.T
         return flat.index_select(0, rows.reshape(-1)).view(*rows.shape, flat.shape[1])
 
     if op == "mean" and total != len(spans):
+        # Each word's first sub-token, then its other sub-tokens added in order: only the
+        # rows needed are read, once (most words have one sub-token).
         n_sub = spans[:, 1] - spans[:, 0]
-        word = torch.repeat_interleave(
-            torch.arange(len(spans), device=spans.device), n_sub, output_size=total
-        )
-        # Position of every sub-token: its word's start plus its rank within the word.
-        rank = torch.arange(total, device=spans.device) - (n_sub.cumsum(0) - n_sub)[word]
-        sub = _mixed(read(spans[word, 0] + rank), mix, dim=1)
-        return _word_means(sub, word, n_sub)
+        out = _mixed(read(spans[:, 0]), mix, dim=1).reshape(len(spans), -1)
+        multi = (n_sub > 1).nonzero().flatten()
+        extra = n_sub[multi] - 1
+        word = torch.repeat_interleave(multi, extra)
+        # Rank of every extra sub-token within its word: 1, 2, ...
+        rank = torch.arange(1, len(word) + 1, device=spans.device)
+        rank -= torch.repeat_interleave(extra.cumsum(0) - extra, extra)
+        rest = _mixed(read(spans[word, 0] + rank), mix, dim=1).reshape(len(word), -1)
+        return out.index_add_(0, word, rest).div_(n_sub.to(out.dtype)[:, None])
     if op in ("first", "mean"):  # a mean over one sub-token per word is its first
         pos = spans[:, :1]
     elif op == "last":
@@ -259,19 +264,6 @@ def _words(flat, n_pos: int, spans, total: int, layers, mix, op: str) -> torch.T
     else:  # first_last: [first@each layer, last@each layer]
         pos = spans - torch.tensor([0, 1], device=spans.device)
     return _mixed(read(pos), mix, dim=2).reshape(len(spans), -1)
-
-
-def _word_means(sub: torch.Tensor, word: torch.Tensor, n_sub: torch.Tensor) -> torch.Tensor:
-    """``(n_words, n_layers * hidden)``: the mean of the sub-token states ``sub`` of each word
-    (``word`` is the word of each row of ``sub``, ``n_sub`` the sub-tokens of each word)."""
-    sub = sub.reshape(len(sub), -1)
-    first = n_sub.cumsum(0) - n_sub
-    out = sub.index_select(0, first)  # most words have one sub-token: only the others are added
-    rest = torch.ones(len(sub), dtype=torch.bool, device=sub.device)
-    rest[first] = False
-    rest = rest.nonzero().flatten()
-    out.index_add_(0, word[rest], sub.index_select(0, rest))
-    return out / n_sub.to(sub.dtype)[:, None]
 
 
 def _mixed(x: torch.Tensor, mix, dim: int) -> torch.Tensor:
