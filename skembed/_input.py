@@ -155,6 +155,8 @@ def check_documents(X, tokenizer=None) -> list[list[str]]:
     """
     split = resolve_tokenizer(tokenizer)
     docs, labels = _documents_of(X)
+    if split is whitespace_tokenizer and all(map(str.__instancecheck__, docs)):
+        return list(map(str.split, docs))  # the usual case, at C speed: lists of strings
     start = X.start if isinstance(X, DocumentChunk) else 0
     out: list[list[str]] = []
     for i, doc in enumerate(docs):

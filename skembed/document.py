@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 from sklearn import get_config
@@ -20,6 +22,51 @@ from .transformer import _HFEmbedder
 POOLINGS = ("mean", "max", "min")
 _CHUNK_BATCHES = 64  # documents validated and pooled at a time: 64 batches' worth
 OUTPUTS = ("numpy", "torch")
+
+
+class RowTable:
+    """The pooled rows of one block of columns (one layer, one pooling...) by document
+    digest: one entry of the state cache, however many documents it holds.
+
+    Rows are read with one fancy index per block (not one lookup and one copy per document
+    and block: on short texts those cost more than the pooling). The byte budget counts the
+    rows and the index.
+    """
+
+    def __init__(self, width: int, dtype):
+        self.index: dict[bytes, int] = {}
+        self.data = np.empty((64, width), dtype=dtype)
+        self.n = 0  # rows in use
+        self._lock = threading.Lock()
+
+    def find(self, digests: list[bytes]) -> list[int | None]:
+        """Each document's row number, or None."""
+        return list(map(self.index.get, digests))
+
+    def take(self, rows: list[int]) -> np.ndarray:
+        return self.data[rows]
+
+    def add(self, digests: list[bytes], rows: np.ndarray) -> None:
+        """Add the rows of documents (a document already in keeps its row)."""
+        with self._lock:
+            new: dict[bytes, int] = {}
+            for k, d in enumerate(digests):
+                if d not in self.index and d not in new:
+                    new[d] = k
+            n = self.n
+            if len(self.data) < n + len(new):
+                size = max(n + len(new), 2 * len(self.data))
+                grown = np.empty((size, self.data.shape[1]), dtype=self.data.dtype)
+                grown[:n] = self.data[:n]
+                self.data = grown
+            self.data[n : n + len(new)] = rows[list(new.values())]
+            for j, d in enumerate(new):  # after the rows: a reader never finds an empty one
+                self.index[d] = n + j
+            self.n = n + len(new)
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.nbytes + 120 * len(self.index)  # rows, and the index's entries
 
 
 class _DocumentOutput:
@@ -153,7 +200,8 @@ class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimato
         return self._finish(out, device=getattr(emb, "_device", None))
 
     def _cached_rows(self, emb, docs: list[list[str]], combine_key) -> torch.Tensor:
-        """Pooled rows, kept in the state cache per document and per block of columns.
+        """Pooled rows, kept in the state cache per block of columns (a :class:`RowTable`
+        of the documents seen).
 
         The folds of a grid search transform every document several times with one
         candidate's settings: each is pooled once. Where the embedder's columns come in
@@ -167,26 +215,25 @@ class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimato
         if blocks is None:
             blocks = [combine_key]
         prefix = emb._state_prefix() + ("pooled", self.pooling)
-        keys = [[prefix + (block, doc) for block in blocks] for doc in map(doc_key, docs)]
-        flat = STATES.get_many([key for doc_keys in keys for key in doc_keys], count=False)
-        rows = [flat[k : k + len(blocks)] for k in range(0, len(flat), len(blocks))]
-        missing = [i for i, parts in enumerate(rows) if any(p is None for p in parts)]
-        if missing:
-            need = sorted({j for i in missing for j, part in enumerate(rows[i]) if part is None})
+        keys = [prefix + (block,) for block in blocks]
+        digests = list(map(doc_key, docs))
+        tables = STATES.get_many(keys, count=False)
+        found = [t.find(digests) if t is not None else [None] * len(docs) for t in tables]
+        need = [j for j, at in enumerate(found) if None in at]
+        if need:
+            missing = sorted({i for j in need for i, k in enumerate(found[j]) if k is None})
             part = emb if len(need) == len(blocks) else emb._for_blocks([blocks[j] for j in need])
-            # Rows are kept on the host as arrays, where results usually go (one copy per
-            # call), and copied, not views: the budget counts what each holds. NumPy, as
-            # thousands of tiny tensor operations would cost more than the pooling.
+            # Rows are kept on the host, where results usually go (one copy per call).
             fresh = to_host(self._pool_documents(part, [docs[i] for i in missing])).numpy()
             width = fresh.shape[1] // len(need)
             for k, j in enumerate(need):
-                for i, row in zip(missing, fresh[:, k * width : (k + 1) * width]):
-                    if rows[i][j] is None:
-                        rows[i][j] = row.copy()
-                        STATES.put(keys[i][j], rows[i][j])
+                table = tables[j] if tables[j] is not None else RowTable(width, fresh.dtype)
+                table.add([digests[i] for i in missing], fresh[:, k * width : (k + 1) * width])
+                STATES.put(keys[j], table)  # again: its size changed
+                tables[j], found[j] = table, table.find(digests)
         if len(blocks) == 1:
-            return torch.from_numpy(np.stack([parts[0] for parts in rows]))
-        return torch.from_numpy(np.concatenate([np.stack(column) for column in zip(*rows)], 1))
+            return torch.from_numpy(tables[0].take(found[0]))
+        return torch.from_numpy(np.concatenate([t.take(at) for t, at in zip(tables, found)], 1))
 
     def _pool_documents(self, emb, docs: list[list[str]]) -> torch.Tensor:
         """Pool documents batch by batch: the token vectors of the corpus are never all held."""

@@ -227,8 +227,8 @@ def test_pooled_rows_of_combined_layers_are_kept_whole(bert, params):
     reference = uncached(lambda: pooled.transform(TEXTS))
     np.testing.assert_array_equal(pooled.transform(TEXTS), reference)
     np.testing.assert_array_equal(pooled.transform(TEXTS), reference)
-    rows = [k for k in STATES._items if "pooled" in k]
-    assert len(rows) == len(TEXTS)
+    tables = [v for k, (v, _) in STATES._items.items() if "pooled" in k]
+    assert len(tables) == 1 and len(tables[0].index) == len(TEXTS)  # one block: whole rows
 
 
 def test_documents_with_and_without_cached_states_in_one_call(bert):
@@ -249,14 +249,16 @@ def test_documents_with_and_without_cached_states_in_one_call(bert):
     assert not np.abs(got[list(order).index(2)]).any()  # the empty document: zeros
 
 
-def test_pooled_rows_are_host_copies_not_views(bert):
+def test_pooled_rows_are_kept_on_the_host_and_counted(bert):
     pooled = DocumentPoolEmbeddings(TransformerEmbeddings(bert)).fit(TEXTS)
-    pooled.transform(TEXTS)
-    rows = [v[0] for k, v in STATES._items.items() if "pooled" in k]
-    assert len(rows) == len(TEXTS)
-    for row in rows:
-        assert isinstance(row, np.ndarray)  # on the host
-        assert row.base is None and row.flags.owndata  # owns its memory, not a view
+    out = pooled.transform(TEXTS + TEXTS[:2])  # a document twice: one row
+    (table,) = [v[0] for k, v in STATES._items.items() if "pooled" in k]
+    assert len(table.index) == table.n == len(TEXTS)
+    assert isinstance(table.data, np.ndarray) and table.data.flags.owndata  # on the host
+    (size,) = [v[1] for k, v in STATES._items.items() if "pooled" in k]
+    assert size >= table.data.nbytes  # the budget counts the rows held
+    assert not np.shares_memory(out, table.data)  # results are copies
+    np.testing.assert_array_equal(out[-2:], out[:2])
 
 
 def test_grid_search_runs_the_network_once_per_document(bert):
@@ -406,7 +408,7 @@ def test_a_call_too_large_for_the_budget_keeps_no_states(bert, monkeypatch):
     pooled = DocumentPoolEmbeddings(emb).fit(X)
     rows = pooled.transform(X)
     info = skembed.cache_info()
-    assert info["state_entries"] == len(X)  # the pooled rows only
+    assert info["state_entries"] == 1  # the pooled rows only, one table of them
     assert all("pooled" in key for key in STATES._items)
     np.testing.assert_array_equal(pooled.transform(X), rows)  # served from the rows
     assert skembed.cache_info()["state_misses"] == info["state_misses"]
@@ -427,3 +429,18 @@ def test_fit_validates_in_chunks_and_names_the_document(bert, monkeypatch):
     with pytest.raises(ValueError, match=r"Document 5 \(index label 'z'\): the tokenizer failed"):
         emb.fit(X)
     assert emb.fit(X[:5]).n_features_out_ > 0
+
+
+def test_row_table_grows_and_keeps_the_first_row_of_a_document():
+    from skembed.document import RowTable
+
+    table = RowTable(3, np.float32)
+    digests = [bytes([i]) * 16 for i in range(150)]
+    rows = np.arange(450, dtype=np.float32).reshape(150, 3)
+    table.add(digests[:40], rows[:40])
+    table.add(digests[30:150] + digests[:2], np.vstack([rows[30:150], -rows[:2]]))
+    assert table.n == len(table.index) == 150 and len(table.data) >= 150
+    at = table.find(digests[::-1] + [b"\xff" * 16])
+    assert at[-1] is None
+    np.testing.assert_array_equal(table.take(at[:-1]), rows[::-1])  # first rows kept
+    assert table.nbytes >= table.data.nbytes + 150 * 100
