@@ -12,6 +12,8 @@ times longer than the embedding pass by itself). Also measured:
 * ``n_jobs=2``: with worker processes already started (they loaded the model in a search on
   other documents, as in a session that runs several searches), and with fresh workers (their
   start, imports and model load included);
+* the search with the BLAS thread pools (the classifier's) limited to one thread: on few
+  cores their idle threads spin against torch's (about 0.2 to 0.45 s of this search on 2 cores);
 * naive recomputation: the same fits with the state cache switched off, timed on the first
   ``--naive-candidates`` candidates x 3 folds; the median fit times 48, plus one pass for the
   refit;
@@ -37,6 +39,7 @@ from sklearn.linear_model import RidgeClassifier
 from sklearn.metrics import accuracy_score
 from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedKFold
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 import skembed
 from skembed import DocumentPoolEmbeddings, TransformerEmbeddings
@@ -193,12 +196,17 @@ def main() -> None:
         fresh_workers()
         search(path, GRID, 2).fit(others, other_labels)
 
-    t_one = t_grid = t_fresh = t_warm = float("inf")
+    def grid_search_blas1():
+        with threadpool_limits(1, user_api="blas"):
+            return grid_search(1)
+
+    t_one = t_grid = t_fresh = t_warm = t_blas1 = float("inf")
     for _ in range(args.repeats):  # interleaved, best of each: the machine's load drifts
         t_one = min(t_one, timed(one_pass)[0])
         seconds, gs = timed(lambda: grid_search(1))
         if seconds < t_grid:
             t_grid, t_classifier = seconds, SPENT["classifier"]
+        t_blas1 = min(t_blas1, timed(grid_search_blas1)[0])
         fresh_workers()
         seconds, gs2 = timed(lambda: grid_search(2))
         t_fresh = min(t_fresh, seconds)
@@ -207,12 +215,14 @@ def main() -> None:
     fresh_workers()
     # The same pair in CPU seconds with one torch thread: what the search costs in work,
     # hardly touched by other processes on a shared machine.
+    # BLAS (the classifier's) limited too: its idle threads spin, and that counts as CPU time.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     c_one = c_grid = float("inf")
-    for _ in range(args.repeats):
-        c_one = min(c_one, cpu_seconds(one_pass))
-        c_grid = min(c_grid, cpu_seconds(lambda: grid_search(1)))
+    with threadpool_limits(1):
+        for _ in range(args.repeats):
+            c_one = min(c_one, cpu_seconds(one_pass))
+            c_grid = min(c_grid, cpu_seconds(lambda: grid_search(1)))
     torch.set_num_threads(threads)
     main_pid = os.getpid()
     local = per_process(gs)[main_pid]
@@ -248,7 +258,14 @@ def main() -> None:
     )
     row(
         name,
-        "GridSearchCV n_jobs=1 / one pass in CPU seconds, one torch thread",
+        "the same with NumPy's BLAS on one thread (threadpoolctl; torch's threads unchanged)",
+        f"{t_blas1:.2f} s",
+        f"{t_one:.2f} s",
+        f"{t_blas1 / t_one:.2f}",
+    )
+    row(
+        name,
+        "GridSearchCV n_jobs=1 / one pass in CPU seconds, one thread (torch and BLAS)",
         f"{c_grid:.2f} s",
         f"{c_one:.2f} s",
         f"{c_grid / c_one:.2f}",
