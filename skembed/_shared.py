@@ -75,7 +75,8 @@ class SharedStates:
 
     def __init__(self):
         root = os.environ.get(ENV)
-        self.owner = root is None
+        # The first process; a process forked from it (with this module loaded) is a sibling.
+        self._owner_pid = os.getpid() if root is None else None
         if root is None:
             parent = tempfile.gettempdir()
             _remove_stale(parent)
@@ -91,6 +92,11 @@ class SharedStates:
         self._prefixes: dict = {}
         self._held: set[str] = set()  # entries claimed by this process and not yet done
         self._lock = threading.Lock()
+
+    @property
+    def owner(self) -> bool:
+        """Whether this is the session's first process, which owns the folder."""
+        return self._owner_pid == os.getpid()
 
     @property
     def active(self) -> bool:
@@ -275,7 +281,8 @@ class SharedStates:
             self.remove()
 
     def remove(self) -> None:
-        if self.root != _OFF:
+        """Remove the folder (at exit, in the first process only: not in a forked child)."""
+        if self.owner and self.root != _OFF:
             shutil.rmtree(self.root, ignore_errors=True)
 
 

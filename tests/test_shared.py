@@ -50,7 +50,7 @@ def _fresh_cache():
 def sibling(tmp_path, monkeypatch):
     """This process as a worker sharing the folder ``tmp_path / "shared"``."""
     folder = tmp_path / "shared"
-    monkeypatch.setattr(SHARED, "owner", False)
+    monkeypatch.setattr(SHARED, "_owner_pid", None)
     monkeypatch.setattr(SHARED, "root", str(folder))
     monkeypatch.setattr(SHARED, "enabled", True)
     SHARED.hits = SHARED.writes = SHARED.bytes = 0
@@ -271,9 +271,9 @@ def test_the_folder_holds_at_most_the_budget_of_all_processes(bert, sibling, mon
         np.testing.assert_allclose(a, b, atol=1e-5)
     # The first process cleared the folder: the usage counts start again.
     skembed.set_cache(enabled=True)
-    monkeypatch.setattr(SHARED, "owner", True)
+    monkeypatch.setattr(SHARED, "_owner_pid", os.getpid())
     skembed.clear_cache(models=False)
-    monkeypatch.setattr(SHARED, "owner", False)
+    monkeypatch.setattr(SHARED, "_owner_pid", None)
     assert SHARED._usage() == (0, 0)
     embed(bert, others)
     assert SHARED.writes == len(others) - 1
@@ -282,15 +282,15 @@ def test_the_folder_holds_at_most_the_budget_of_all_processes(bert, sibling, mon
 def test_the_first_process_reads_but_never_writes(bert, tmp_path, monkeypatch):
     folder = tmp_path / "shared"
     monkeypatch.setattr(SHARED, "root", str(folder))
-    monkeypatch.setattr(SHARED, "owner", True)
+    monkeypatch.setattr(SHARED, "_owner_pid", os.getpid())
     assert not skembed.cache_info()["shared_states"]
     embed(bert)
     assert not folder.exists()  # no worker made it: nothing looked at, nothing written
     # A worker published states: the first process reads them (the refit of a search).
-    monkeypatch.setattr(SHARED, "owner", False)
+    monkeypatch.setattr(SHARED, "_owner_pid", None)
     STATES.clear()
     computed = embed(bert)
-    monkeypatch.setattr(SHARED, "owner", True)
+    monkeypatch.setattr(SHARED, "_owner_pid", os.getpid())
     STATES.clear()
     SHARED.hits = 0
     read = embed(bert)
@@ -303,7 +303,7 @@ def test_the_first_process_reads_but_never_writes(bert, tmp_path, monkeypatch):
 
 
 def test_processes_started_after_switching_sharing_off_do_not_share(monkeypatch):
-    monkeypatch.setattr(SHARED, "owner", True)
+    monkeypatch.setattr(SHARED, "_owner_pid", os.getpid())
     monkeypatch.setitem(os.environ, ENV, SHARED.root)
     skembed.set_cache(shared=False)
     try:
@@ -368,3 +368,26 @@ def test_grid_search_workers_run_each_document_once_among_them(bert):
     rows = two.best_estimator_["embed"].transform(texts)
     skembed.set_cache(enabled=False)
     np.testing.assert_allclose(rows, one.best_estimator_["embed"].transform(texts), atol=1e-5)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_process_forked_from_the_first_one_is_a_sibling(monkeypatch, tmp_path):
+    """multiprocessing's fork start method copies the first process's module state: the
+    copy must share as a worker, and never remove the folder (it does not own it)."""
+    monkeypatch.setattr(SHARED, "_owner_pid", os.getpid())
+    monkeypatch.setattr(SHARED, "root", str(tmp_path / "shared"))
+    (tmp_path / "shared").mkdir()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, try to remove, and leave without running anything else
+        try:
+            os.write(write, f"{int(SHARED.owner)}{int(SHARED.active)}".encode())
+            SHARED.remove()
+        finally:
+            os._exit(0)
+    os.close(write)
+    report = os.read(read, 2).decode()
+    os.waitpid(pid, 0)
+    assert report == "01"  # not the owner; shares
+    assert (tmp_path / "shared").exists()  # the child did not remove the folder
+    assert SHARED.owner
