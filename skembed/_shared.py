@@ -13,7 +13,8 @@ computing it again (after its own work: no process waits while it holds unfinish
 The folder holds one entry per document key: a symbolic link, created and replaced
 atomically, read with one system call, whose target says where the document stands:
 
-* ``p<pid>``: claimed by process ``pid`` (taken over when that process is gone);
+* ``p<pid>-<start time>``: claimed by process ``pid`` (taken over when that process is gone,
+  also when its pid was reused by another);
 * ``states-<pid>-<n>:<position>``: done, in that batch file (safetensors: reading it runs
   no code).
 
@@ -42,14 +43,33 @@ _OFF = "off"
 _FORMAT = b"states-1"  # in every entry name: processes that write another layout never meet
 
 
-def _alive(pid: int) -> bool:
+def _started(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot, from /proc), or "" where that
+    cannot be read: with the pid, it names a process even after its pid is reused."""
     try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def mark(pid: int) -> str:
+    """The target of an entry claimed by process ``pid``: ``p<pid>-<start time>``."""
+    return f"p{pid}-{_started(pid)}"
+
+
+def _alive(claim: str) -> bool:
+    """Whether the process that made a ``p<pid>-<start time>`` claim still runs (a process
+    that reused its pid has another start time)."""
+    pid_text, _, started = claim[1:].partition("-")
+    try:
+        pid = int(pid_text)
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ValueError, ProcessLookupError):
         return False
     except PermissionError:  # another user's process
         return True
-    return True
+    return not started or _started(pid) in ("", started)
 
 
 def _remove_stale(parent: str) -> None:
@@ -62,7 +82,7 @@ def _remove_stale(parent: str) -> None:
         if not name.startswith(_FOLDER_PREFIX):
             continue
         pid = name[len(_FOLDER_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not _alive(f"p{pid}"):
             shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
 
 
@@ -91,7 +111,14 @@ class SharedStates:
         self._batches = 0
         self._prefixes: dict = {}
         self._held: set[str] = set()  # entries claimed by this process and not yet done
+        self._marked: tuple[int, str] = (-1, "")
         self._lock = threading.Lock()
+
+    def _mark(self) -> str:
+        """This process's claim target (read once per process: a fork gets its own)."""
+        if self._marked[0] != os.getpid():
+            self._marked = (os.getpid(), mark(os.getpid()))
+        return self._marked[1]
 
     @property
     def owner(self) -> bool:
@@ -152,14 +179,14 @@ class SharedStates:
         here and every document not done counts as claimed (this process computes it); the
         first process counts them as claimed without writing anything."""
         mine, pending, done = [], [], {}
-        me = f"p{os.getpid()}"
+        me = self._mark()
         for k, (name, target) in enumerate(zip(names, self.look(names))):
             if target is not None and not target.startswith("p"):
                 done[k] = target
                 continue
             if target is not None:
                 mine_before = target == me and name in self._held  # another thread's claim
-                if mine_before or (target != me and _alive(int(target[1:]))):
+                if mine_before or (target != me and _alive(target)):
                     pending.append(k)
                     continue
                 try:  # its process is gone: take it over
@@ -197,7 +224,7 @@ class SharedStates:
         """Give up claims of this process (its forward pass failed, or it keeps nothing)."""
         if self.owner:  # it claims nothing
             return
-        me = f"p{os.getpid()}"
+        me = self._mark()
         with self._lock:
             self._held.difference_update(names)
         for name, target in zip(names, self.look(names)):

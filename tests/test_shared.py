@@ -25,7 +25,7 @@ from sklearn.pipeline import Pipeline
 
 import skembed
 from skembed import DocumentPoolEmbeddings, TransformerEmbeddings
-from skembed._shared import ENV, SHARED, SharedStates, _remove_stale
+from skembed._shared import ENV, SHARED, SharedStates, _remove_stale, mark
 from skembed.cache import STATES
 
 TEXTS = [f"{w} cell number {i} , the dog sat on the {w} mat" for i, w in enumerate("abcdefghij")]
@@ -163,7 +163,7 @@ def test_a_claim_of_a_gone_process_is_taken_over(bert, sibling):
     names = names_of(bert, TEXTS[:3])
     gone = dead_pid()
     for name in names:
-        os.symlink(f"p{gone}", sibling / name)
+        os.symlink(mark(gone), sibling / name)
     out = embed(bert, TEXTS[:3])
     assert skembed.cache_info()["shared_writes"] == 3
     assert all(not entries(sibling)[name].startswith("p") for name in names)
@@ -178,7 +178,7 @@ def test_documents_a_live_sibling_computes_are_awaited_and_read(bert, sibling):
     try:
         names = names_of(bert, TEXTS[:4])
         for name in names[:2]:  # the sibling works on the first two
-            os.symlink(f"p{sleeper.pid}", sibling / name)
+            os.symlink(mark(sleeper.pid), sibling / name)
         # What the sibling will publish: the states of another run, made without sharing.
         emb = TransformerEmbeddings(bert).fit()
         with torch.inference_mode():
@@ -211,7 +211,7 @@ def test_a_sibling_that_dies_before_publishing_is_replaced(bert, sibling):
     sibling.mkdir()
     names = names_of(bert, TEXTS[:2])
     for name in names:
-        os.symlink(f"p{sleeper.pid}", sibling / name)
+        os.symlink(mark(sleeper.pid), sibling / name)
 
     def die():
         time.sleep(0.2)
@@ -391,3 +391,17 @@ def test_a_process_forked_from_the_first_one_is_a_sibling(monkeypatch, tmp_path)
     assert report == "01"  # not the owner; shares
     assert (tmp_path / "shared").exists()  # the child did not remove the folder
     assert SHARED.owner
+
+
+def test_a_claim_whose_pid_was_reused_by_another_process_is_taken_over(bert, sibling):
+    """A pid alone could name a new process after the claimer died: the claim holds the
+    claimer's start time too, and one that does not match is a dead claim."""
+    sibling.mkdir()
+    names = names_of(bert, TEXTS[:2])
+    pid, started = mark(os.getpid())[1:].split("-")
+    if not started:
+        pytest.skip("no /proc: start times cannot be read here")
+    for name in names:  # a live pid (this process) with another start time
+        os.symlink(f"p{pid}-{int(started) - 1}", sibling / name)
+    embed(bert, TEXTS[:2])
+    assert SHARED.writes == 2
