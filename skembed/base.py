@@ -510,9 +510,12 @@ class _Computation:
         for file, items in by_file.items():
             loaded = self._files.get(file)
             if loaded is None:
+                tensors = SHARED.load(file)  # None when gone or unreadable
                 try:
-                    loaded = emb._unpack_states(SHARED.load(file))
-                except (TypeError, KeyError, ValueError, IndexError):  # gone, or damaged
+                    loaded = None if tensors is None else emb._unpack_states(tensors)
+                except (KeyError, ValueError, IndexError):  # readable, but not states
+                    loaded = None
+                if loaded is None:
                     continue
                 self._files[file] = loaded
                 if len(self._files) > self._FILES:

@@ -4,9 +4,9 @@ The model cache makes clones and grid-search candidates share one loaded model p
 The state cache keeps what a network computed for a document (e.g. every layer's sub-token
 states), so that parameters that only combine those states (``layers``, ``pooling_operation``,
 ``use_scalar_mix``, ``embedding_mode``) never run the network again. It also keeps the pooled
-row of each document per pooling setup (see ``DocumentPoolEmbeddings``), so the folds of a grid
-search pool a document once per candidate. It is bounded by a byte budget (states, rows and
-their keys) with least-recently-used eviction.
+rows of documents, one table per layer and pooling setup (see ``DocumentPoolEmbeddings``), so
+the folds of a grid search pool a document once per candidate. It is bounded by a byte budget
+(states, row tables and the states' keys) with least-recently-used eviction.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ _DEFAULT_STATE_BYTES = 1 << 30  # 1 GiB
 
 def doc_key(tokens: list[str]) -> bytes:
     """A document's part of cache keys: a 128-bit digest of its tokens (a key holds 49 bytes
-    for it, not the tokens: a cache of pooled rows over a large corpus stays small).
+    for it, not the tokens: the keys of a large corpus's states and rows stay small).
 
     Examples
     --------
@@ -128,7 +128,7 @@ class StateCache:
     def put(self, key: Hashable, state) -> None:
         if not self.enabled:
             return
-        # The key counts too: for small states (pooled rows) it is most of the memory.
+        # The key counts too: for small states it is much of the memory.
         size = _nbytes(state) + _key_bytes(key)
         if size > self.max_bytes:
             return
