@@ -30,7 +30,18 @@ class RowTable:
 
     Rows are read with one fancy index per block (not one lookup and one copy per document
     and block: on short texts those cost more than the pooling). The byte budget counts the
-    rows and the index.
+    rows and the index. Internal to ``DocumentPoolEmbeddings``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> table = RowTable(2, np.float32)
+    >>> table.add([b"a", b"b"], np.array([[1, 2], [3, 4]], dtype=np.float32))
+    >>> at = table.find([b"b", b"c"])
+    >>> at
+    [1, None]
+    >>> table.take(at[:1]).tolist()
+    [[3.0, 4.0]]
     """
 
     def __init__(self, width: int, dtype):
