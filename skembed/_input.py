@@ -107,6 +107,19 @@ def _documents_of(X) -> tuple[Sequence, list | None]:
     return list(X), None
 
 
+def read_once(X):
+    """``X``, or its documents in a list when ``X`` can be read only once (a generator, a map,
+    an open file: any iterator), so that ``fit_transform`` reads the same documents in ``fit``
+    and in ``transform``.
+
+    Examples
+    --------
+    >>> read_once(doc for doc in ["a b", "c"])
+    ['a b', 'c']
+    """
+    return list(X) if isinstance(X, Iterator) else X
+
+
 def check_tokens(tokens, where) -> list[str]:
     """Validate one pre-tokenized document; ``where`` names it in errors ("Document 3"), or is
     a callable that returns that name (built only when there is an error)."""
@@ -191,6 +204,12 @@ def _check_kind(doc, where) -> None:
         )
     if isinstance(doc, bytes | bytearray):
         raise TypeError(f"{where()} is bytes; decode it first, e.g. doc.decode('utf-8').")
+    if isinstance(doc, np.ndarray) and doc.ndim != 1:
+        raise TypeError(
+            f"{where()} is a {doc.ndim}-d numpy array of shape {doc.shape}; a document is a "
+            "string or a flat list (or 1-D array) of token strings"
+            + (", e.g. doc.item() for a 0-d array holding a string." if doc.ndim == 0 else ".")
+        )
     if not isinstance(doc, list | tuple | np.ndarray):
         raise TypeError(
             f"{where()} is {_show(doc)} of type {type(doc).__name__}; a document "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 
@@ -58,15 +59,41 @@ def parse_layers(spec, n_layers: int) -> list[int]:
 
 
 def mix_weights(weights, n: int) -> torch.Tensor:
-    """Normalised scalar-mix weights: uniform when ``weights`` is None, else ``w / sum(w)``."""
+    """Normalised scalar-mix weights: uniform when ``weights`` is None, else ``w / sum(w)``.
+
+    Each weight must be a finite, non-negative real number, and one must be positive. The
+    division is done in float64 after scaling by the largest weight, so that no weight, however
+    large or small, overflows or turns into NaN.
+
+    Examples
+    --------
+    >>> mix_weights((1e300, 1e300, 2e300), 3).tolist()
+    [0.25, 0.25, 0.5]
+    """
     if weights is None:
         return torch.full((n,), 1.0 / n)
-    w = torch.as_tensor([float(x) for x in weights], dtype=torch.float32)
-    if w.numel() != n:
-        raise ValueError(f"scalar_mix_weights has {w.numel()} values for {n} selected layers.")
-    if (w < 0).any() or float(w.sum()) <= 0:
-        raise ValueError("scalar_mix_weights must be non-negative with a positive sum.")
-    return w / w.sum()
+    if isinstance(weights, np.ndarray) and weights.ndim == 1:
+        weights = tuple(weights.tolist())
+    values = (
+        list(weights) if isinstance(weights, Sequence) and not isinstance(weights, str) else None
+    )
+    if values is None or not all(
+        isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_) for x in values
+    ):
+        raise ValueError(
+            f"scalar_mix_weights must be a tuple of numbers, one per selected layer; got {weights!r}."
+        )
+    if len(values) != n:
+        raise ValueError(f"scalar_mix_weights has {len(values)} values for {n} selected layers.")
+    w = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(w).all():
+        raise ValueError(f"scalar_mix_weights must be finite numbers; got {weights!r}.")
+    if (w < 0).any() or not (w > 0).any():
+        raise ValueError(
+            f"scalar_mix_weights must be non-negative with a positive sum; got {weights!r}."
+        )
+    w = w / w.max()  # every weight now in [0, 1]: the sum below cannot overflow
+    return torch.as_tensor(w / w.sum(), dtype=torch.float32)
 
 
 def scalar_mix(stacked: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._device import autocast, check_cpu_precision, check_device, check_precision, resolve_device
-from ._input import check_documents, document_chunks, resolve_tokenizer
+from ._input import check_documents, document_chunks, read_once, resolve_tokenizer
 from ._pooling import pool_tensors
 from ._shared import SHARED, wait
 from .cache import MODELS, STATES, _nbytes, admits, doc_key
@@ -83,6 +83,12 @@ class TextTransformerMixin(TransformerMixin):
         tags.transformer_tags.preserves_dtype = []
         tags.non_deterministic = False
         return tags
+
+    def fit_transform(self, X, y=None, **fit_params):
+        """Fit to ``X``, then transform it: one output row (or block) per document of ``X``,
+        which may be any iterable of documents, a generator included (read once)."""
+        X = read_once(X)
+        return self.fit(X, y, **fit_params).transform(X)
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -213,9 +219,6 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
     def _documents(self, X) -> list[list[str]]:
         """Validate ``X`` into token lists with this embedder's tokenizer."""
         return check_documents(X, getattr(self, "tokenizer", None))
-
-    def fit_transform(self, X, y=None, **fit_params) -> RaggedEmbeddings:
-        return self.fit(X, y).transform(X)
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Names of the output features: ``f"{prefix}_{j}"``."""

@@ -28,7 +28,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .base import TextTransformerMixin, check_choice
 from .document import _DocumentOutput
-from .ragged import RaggedEmbeddings
+from .ragged import RaggedEmbeddings, token_column
 
 try:
     import dask.dataframe as dd
@@ -108,7 +108,7 @@ def _wrap(out, index, estimator, method: str, dtype) -> pd.DataFrame | pd.Series
         )
         frame.insert(0, "position", position.astype(np.int64))
         tokens = [t for toks in out.tokens for t in toks]
-        frame.insert(1, "token", pd.array(tokens, dtype=pd.StringDtype()))
+        frame.insert(1, "token", token_column(tokens, dtype=pd.StringDtype()))
         return frame
     if hasattr(out, "detach"):  # output="torch" gives a tensor, possibly on a GPU
         out = out.detach().cpu().numpy()

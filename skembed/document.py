@@ -369,6 +369,3 @@ class TransformerDocumentEmbeddings(_DocumentOutput, _HFEmbedder):
         if self.normalize:
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
         return self._finish(pooled)
-
-    def fit_transform(self, X, y=None, **fit_params):
-        return self.fit(X, y).transform(X)

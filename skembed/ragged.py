@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from ._device import to_host
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def token_column(tokens: list[str], dtype=None):
+    """``tokens`` as the values of one pandas column (``dtype``, or what pandas infers).
+
+    A lone surrogate (not valid Unicode: Arrow-backed strings, pandas 3's default, and Parquet
+    files refuse it) shows as U+FFFD, as ``errors="replace"`` decoding would give, whatever the
+    pandas version.
+
+    Examples
+    --------
+    >>> list(token_column(["a", "b\ud800"]))
+    ['a', 'b\ufffd']
+    """
+    import pandas as pd
+
+    try:
+        "".join(tokens).encode("utf-8")  # at C speed: fails only on a lone surrogate
+    except UnicodeEncodeError:
+        tokens = [_SURROGATE.sub("\ufffd", t) for t in tokens]
+    return pd.Series(tokens, dtype=dtype).array
 
 
 class RaggedEmbeddings:
@@ -170,7 +194,11 @@ class RaggedEmbeddings:
         return torch.empty((), dtype=self.data.dtype).numpy().dtype
 
     def to_frame(self):
-        """Long pandas DataFrame: index ``(doc, position)``, a ``token`` column, one column per feature."""
+        """Long pandas DataFrame: index ``(doc, position)``, a ``token`` column, one column per feature.
+
+        The ``token`` column is a pandas string column; a lone surrogate (not valid Unicode,
+        which Arrow-backed strings refuse) shows as U+FFFD there, as ``errors="replace"``
+        decoding would give. The vectors are those of the tokens as given."""
         import pandas as pd
 
         lengths = self.lengths
@@ -178,7 +206,7 @@ class RaggedEmbeddings:
         pos = np.concatenate([np.arange(n) for n in lengths] or [np.zeros(0, dtype=np.int64)])
         index = pd.MultiIndex.from_arrays([doc, pos.astype(np.int64)], names=["doc", "position"])
         frame = pd.DataFrame(self.to_numpy(), index=index, columns=list(self.feature_names))
-        frame.insert(0, "token", [t for toks in self.tokens for t in toks])
+        frame.insert(0, "token", token_column([t for toks in self.tokens for t in toks]))
         return frame
 
     def __array__(self, dtype=None, copy=None):

@@ -188,9 +188,6 @@ class StackedEmbeddings(TextTransformerMixin, _BaseComposition, auto_wrap_output
         check_is_fitted(self, "n_features_out_")
         return self.embed_documents(self._documents(X))
 
-    def fit_transform(self, X, y=None, **fit_params) -> RaggedEmbeddings:
-        return self.fit(X, y).transform(X)
-
     def embed_documents(self, docs: list[list[str]]) -> RaggedEmbeddings:
         """Embed already split documents with every member and concatenate per token."""
         check_is_fitted(self, "n_features_out_")

@@ -303,12 +303,42 @@ def test_pooler_after_embedder_equals_wrapping(minilm_path):
         ({"precision": "int8"}, "precision='int8' is not valid"),
         ({"batch_size": 0}, "batch_size must be a positive integer"),
         ({"use_scalar_mix": True, "scalar_mix_weights": (1, 2)}, "2 values for 1 selected"),
+        *[
+            ({"layers": "-1,-2", "use_scalar_mix": True, "scalar_mix_weights": w}, message)
+            for w, message in [
+                ((float("nan"), 1), r"must be finite numbers; got \(nan, 1\)"),
+                ((float("inf"), 1), r"must be finite numbers; got \(inf, 1\)"),
+                ((-1, 2), "must be non-negative with a positive sum"),
+                ((0, 0), "must be non-negative with a positive sum"),
+                (("a", 1), "must be a tuple of numbers"),
+                ("12", "must be a tuple of numbers"),
+            ]
+        ],
     ],
 )
 def test_bad_parameters_fail_in_fit(minilm_path, params, message):
     emb = TransformerEmbeddings(minilm_path, **params)  # nothing is validated in __init__
     with pytest.raises(ValueError, match=message):
         emb.fit()
+
+
+@pytest.mark.parametrize(
+    "weights, normalised",
+    [((1e300, 1e300), (0.5, 0.5)), ((0.5e308, 1.5e308), (0.25, 0.75)), ((5e-324, 0), (1.0, 0.0))],
+)
+def test_scalar_mix_weights_never_overflow(minilm_path, weights, normalised):
+    """Huge or tiny weights are normalised without overflow: the same vectors as the weights
+    they are proportional to (the normalised weights are exact in float32 here)."""
+
+    def embed(w):
+        emb = TransformerEmbeddings(
+            minilm_path, layers="-1,-2", use_scalar_mix=True, scalar_mix_weights=w
+        )
+        return emb.fit().transform(["the cat sat"]).to_numpy()
+
+    got = embed(weights)
+    assert np.isfinite(got).all()
+    np.testing.assert_array_equal(got, embed(normalised))
 
 
 def test_unknown_model_error_names_places(tmp_path):

@@ -87,7 +87,9 @@ FAILING = {
     "nested too deep": ([["the"], [["cat"]]], TypeError, r"Document 1: token 0 is a list"),
     "dict document": ([{"text": "a"}], TypeError, r"Document 0 is \{'text': 'a'\} of type dict"),
     "dict X": ({"text": "a"}, TypeError, r"Expected an iterable of documents"),
-}
+    "0-d array document": ([REFERENCE, np.array("the cat")], TypeError, r"Document 1 is a 0-d numpy array"),
+    "2-D array document": ([np.array([["a", "b"]], dtype=object)], TypeError, r"Document 0 is a 2-d numpy array of shape \(1, 2\)"),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(WORKING))
@@ -108,6 +110,39 @@ def test_bad_input_names_the_document(name, case, fitted, files, tiny_model):
         est.transform(X)
     with pytest.raises(error, match=message):
         make(name, files, tiny_model).fit(X)
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_fit_transform_reads_a_generator_once(name, files, tiny_model):
+    """fit and transform read the same documents: one row (block) per document, the same as
+    from a list, bit for bit."""
+    X = ["the cat sat", "", REFERENCE]
+    expected = rows(make(name, files, tiny_model).fit_transform(X))
+    for once in ((doc for doc in X), iter(X), map(str, X)):
+        got = rows(make(name, files, tiny_model).fit_transform(once))
+        assert len(got) == len(X)
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", list(EMBEDDERS))
+def test_lone_surrogates_in_token_frames(name, fitted):
+    """to_frame() and Dask's token-level output hold a lone surrogate (which Arrow strings
+    refuse) as U+FFFD in the token column; the vectors are those of the tokens as given."""
+    from skembed.dask import embed_partition
+
+    est, reference = fitted(name)
+    X = pd.Series(["a \ud800 b\udcff", REFERENCE], index=[5, 9], dtype=object)
+    out = est.transform(X)
+    shown = ["a", "\ufffd", "b\ufffd", *REFERENCE.split()]
+    frame = out.to_frame()
+    assert frame["token"].tolist() == shown
+    np.testing.assert_array_equal(frame.drop(columns="token").to_numpy(), out.to_numpy())
+    part = embed_partition(X, est)
+    assert part.index.tolist() == [5, 5, 5, *[9] * 6]
+    assert part["token"].tolist() == shown
+    np.testing.assert_array_equal(part.iloc[:, 2:].to_numpy(), out.to_numpy())
+    np.testing.assert_allclose(out[1], reference, atol=1e-5, rtol=0)
 
 
 @pytest.fixture(scope="module")
