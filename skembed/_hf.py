@@ -112,15 +112,33 @@ class HFModel:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+# Passed to every from_pretrained: a folder's auto_map never makes transformers import Python
+# files from it, nor ask on stdin whether it may (which it does when the argument is unset).
+NO_REMOTE_CODE = {"trust_remote_code": False}
+
+
+def _custom_code_error(path: str, exc: BaseException) -> ValueError | None:
+    """The error for a folder that only loads with its own Python code, when ``exc`` (raised by
+    transformers under ``trust_remote_code=False``) says that; else None."""
+    if "trust_remote_code" not in str(exc):
+        return None
+    return ValueError(
+        f"Refusing the model folder {path}: it needs custom code (the Python files that "
+        "'auto_map' in its configuration names, for a model or tokenizer transformers does not "
+        "implement), which skembed never runs: model files are data. Use a model whose type "
+        "transformers implements, saved with save_pretrained."
+    )
+
+
 def _load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path, **NO_REMOTE_CODE)
     backend = getattr(tok, "backend_tokenizer", None)
     # Byte-level BPE needs add_prefix_space for pre-split words, else words lose their marker.
     if backend is not None and "ByteLevel" in repr(backend.pre_tokenizer):
         if not getattr(tok, "add_prefix_space", False):
-            tok = AutoTokenizer.from_pretrained(path, add_prefix_space=True)
+            tok = AutoTokenizer.from_pretrained(path, add_prefix_space=True, **NO_REMOTE_CODE)
     return tok
 
 
@@ -136,6 +154,9 @@ def _checked_tokenizer(path: str):
     try:
         tok = _load_tokenizer(path)
     except Exception as exc:
+        refused = _custom_code_error(path, exc)
+        if refused is not None:
+            raise refused from None
         raise ValueError(
             f"Could not load the tokenizer in {path}: {exc}. Expected the tokenizer files written "
             "by the tokenizer's save_pretrained (tokenizer.json, or vocab files)."
@@ -155,8 +176,8 @@ def _load_network(path: str, config):
     # Encoder-decoder models (T5...): only the encoder gives token states.
     for arch in getattr(config, "architectures", None) or ():
         if arch.endswith("EncoderModel") and hasattr(transformers, arch):
-            return getattr(transformers, arch).from_pretrained(path)
-    model = transformers.AutoModel.from_pretrained(path)
+            return getattr(transformers, arch).from_pretrained(path, **NO_REMOTE_CODE)
+    model = transformers.AutoModel.from_pretrained(path, **NO_REMOTE_CODE)
     if getattr(config, "is_encoder_decoder", False):
         return model.get_encoder()
     return model
@@ -180,8 +201,11 @@ def load_hf(path: str, device: torch.device) -> HFModel:
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path, **NO_REMOTE_CODE)
     except Exception as exc:
+        refused = _custom_code_error(path, exc)
+        if refused is not None:
+            raise refused from None
         raise ValueError(
             f"Could not read the model configuration in {path}: {exc}. Expected a folder with a "
             "config.json written by save_pretrained."
@@ -194,6 +218,9 @@ def load_hf(path: str, device: torch.device) -> HFModel:
     try:
         model = _load_network(path, config)
     except Exception as exc:
+        refused = _custom_code_error(path, exc)
+        if refused is not None:
+            raise refused from None
         found = sorted(p.name for p in Path(path).iterdir() if p.suffix in _WEIGHT_SUFFIXES)
         if "weights only load failed" in str(exc).lower():  # torch.load(weights_only=True)
             raise ValueError(
