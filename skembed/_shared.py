@@ -13,10 +13,14 @@ computing it again (after its own work: no process waits while it holds unfinish
 The folder holds one entry per document key: a symbolic link, created and replaced
 atomically, read with one system call, whose target says where the document stands:
 
-* ``p<pid>-<start time>``: claimed by process ``pid`` (taken over when that process is gone,
-  also when its pid was reused by another);
+* ``p<pid>-<start time>``: claimed by process ``pid`` (taken over when that process is gone:
+  exited, also when its pid was reused by another, or killed and not yet reaped, a zombie);
 * ``states-<pid>-<n>:<position>``: done, in that batch file (safetensors: reading it runs
   no code).
+
+No call waits forever on another process: a claim of a live process that publishes nothing
+for :func:`patience` seconds (stopped, deadlocked, thrashing) is left to it, and the waiting
+process computes the document itself (the same numbers: the forward pass is deterministic).
 
 The first process removes the folder when it exits or clears its cache. The folder holds at
 most the state cache's byte budget of states (all processes' together, give or take a batch).
@@ -43,14 +47,22 @@ _OFF = "off"
 _FORMAT = b"states-1"  # in every entry name: processes that write another layout never meet
 
 
-def _started(pid: int) -> str:
-    """When process ``pid`` started (clock ticks since boot, from /proc), or "" where that
-    cannot be read: with the pid, it names a process even after its pid is reused."""
+def _stat(pid: int) -> tuple[str, str] | None:
+    """Process ``pid``'s state letter and start time (clock ticks since boot) from
+    /proc/<pid>/stat, or None where that cannot be read (no /proc, or the process is gone)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[19]
+            fields = f.read().rpartition(")")[2].split()
+        return fields[0], fields[19]
     except (OSError, IndexError):
-        return ""
+        return None
+
+
+def _started(pid: int) -> str:
+    """When process ``pid`` started, or "" where that cannot be read: with the pid, it names
+    a process even after its pid is reused."""
+    stat = _stat(pid)
+    return "" if stat is None else stat[1]
 
 
 def mark(pid: int) -> str:
@@ -58,18 +70,27 @@ def mark(pid: int) -> str:
     return f"p{pid}-{_started(pid)}"
 
 
+_DEAD = ("Z", "X", "x")  # zombie (killed, e.g. by the OOM killer, and not yet reaped), dead
+
+
 def _alive(claim: str) -> bool:
-    """Whether the process that made a ``p<pid>-<start time>`` claim still runs (a process
-    that reused its pid has another start time)."""
+    """Whether the process that made a ``p<pid>-<start time>`` claim still runs: not when its
+    pid is free, names a zombie (dead, only not yet reaped by its parent), or names another
+    process that reused it (another start time). Where /proc is absent, whether the pid
+    exists is all that is known."""
     pid_text, _, started = claim[1:].partition("-")
     try:
         pid = int(pid_text)
         os.kill(pid, 0)
     except (ValueError, ProcessLookupError):
         return False
-    except PermissionError:  # another user's process
+    except PermissionError:  # another user's process: /proc still tells its state
+        pass
+    stat = _stat(pid)
+    if stat is None:
         return True
-    return not started or _started(pid) in ("", started)
+    state, start = stat
+    return state not in _DEAD and (not started or start == started)
 
 
 def _remove_stale(parent: str) -> None:
@@ -311,6 +332,28 @@ class SharedStates:
         """Remove the folder (at exit, in the first process only: not in a forked child)."""
         if self.owner and self.root != _OFF:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+PATIENCE = 120.0
+"""Seconds a call waits for documents that live sibling processes claimed, with none of them
+arriving, before it computes them itself (each arrival restarts the clock): see
+:func:`patience`."""
+PATIENCE_BATCHES = 10
+"""... or this many times the call's own slowest batch, when that is longer."""
+
+
+def patience(batch_seconds: float) -> float:
+    """How long a call waits, with nothing arriving, for documents claimed by live siblings.
+
+    A healthy sibling publishes a claim within one forward pass of a batch (it claims a batch
+    just before running it), so the bound is :data:`PATIENCE_BATCHES` times the slowest batch
+    this call ran itself (``batch_seconds``; siblings run the same model on batches alike), and
+    at least :data:`PATIENCE` seconds (two minutes: the call may have run nothing itself, and a
+    sibling may share the cores). Past it, the sibling is taken to be stuck (stopped,
+    deadlocked, swapping) and the documents are computed here: waiting too little costs one
+    forward pass that sharing would have saved, waiting forever costs the call.
+    """
+    return max(PATIENCE, PATIENCE_BATCHES * batch_seconds)
 
 
 def wait(step: float) -> float:

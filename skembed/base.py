@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextvars
 import numbers
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator, Sequence
@@ -34,7 +35,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._device import autocast, check_cpu_precision, check_device, check_precision, resolve_device
 from ._input import check_documents, document_chunks, read_once, resolve_tokenizer
 from ._pooling import pool_tensors
-from ._shared import SHARED, wait
+from ._shared import SHARED, patience, wait
 from .cache import MODELS, STATES, _nbytes, admits, doc_key
 from .ragged import RaggedEmbeddings
 
@@ -431,7 +432,8 @@ class _Computation:
     Sharing: before a forward pass, the missing documents are claimed; the claimed ones are
     computed and published, those done by a sibling are read, and those a sibling is
     computing are left for :meth:`rest`, which waits for them after this call's own work
-    (so no process waits while it holds claims it has not finished).
+    (so no process waits while it holds claims it has not finished), and computes them here
+    when nothing arrives for :func:`skembed._shared.patience` seconds (a stuck sibling).
     """
 
     _FILES = 4  # batch files read recently, unpacked (a batch's neighbours are in them)
@@ -442,6 +444,7 @@ class _Computation:
         self.keep: bool | None = None
         self.shared = embedder._shares_states and STATES.enabled and SHARED.usable()
         self.later: list[tuple[int, Hashable]] = []  # (document, key) computed elsewhere
+        self.batch_seconds = 0.0  # the slowest batch this call ran through the network
         self._files: OrderedDict[str, list] = OrderedDict()
 
     def fill(self, index: list[int], keys: list, states: list, missing: list[int]) -> list[int]:
@@ -461,14 +464,20 @@ class _Computation:
 
     def rest(self):
         """Yield ``(documents, documents, states)`` for the documents left to siblings, as
-        they are published (or computed here, when a sibling gave them up or is gone)."""
+        they are published (or computed here, when a sibling gave them up, is gone, or has
+        published none of them for :func:`skembed._shared.patience` seconds)."""
         step = 0.001
+        since = time.monotonic()  # the last arrival
         while self.later:
             index = [i for i, _ in self.later]
             keys = [k for _, k in self.later]
             states: list = [None] * len(index)
             if self.shared:
                 pending = self._share(index, keys, states)
+                if pending and time.monotonic() - since > patience(self.batch_seconds):
+                    # A live sibling sits on them (stopped, deadlocked): the same numbers here.
+                    self._compute(index, keys, states, pending)
+                    pending = []
             else:  # sharing stopped in this call: compute them here
                 self._compute(index, keys, states, list(range(len(index))))
                 pending = []
@@ -476,6 +485,7 @@ class _Computation:
             if ready:
                 docs = [index[k] for k in ready]
                 yield docs, docs, [states[k] for k in ready]
+                since = time.monotonic()  # progress: the clock restarts
             else:
                 step = wait(step)
             self.later = [self.later[k] for k in pending]
@@ -547,9 +557,13 @@ class _Computation:
         """Run the network on ``index[j] for j in positions`` into ``states`` (and the cache,
         when the call keeps its states); return the new states."""
         emb = self.embedder
+        start = time.perf_counter()
         new = emb._forward_fitting(
             self.model, self.docs, [index[j] for j in positions], self.budget
         )
+        batches = -(-len(positions) // max(1, self.budget[0]))
+        per_batch = (time.perf_counter() - start) / max(1, batches)
+        self.batch_seconds = max(self.batch_seconds, per_batch)
         if self.keep is None:
             self.keep = admits(sum(map(_nbytes, new)) / len(new), self.n_docs)
         for j, state in zip(positions, new):

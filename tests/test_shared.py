@@ -8,7 +8,9 @@ process sharing a folder of its own; one runs a real ``GridSearchCV(n_jobs=2)``.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -24,8 +26,8 @@ from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import Pipeline
 
 import skembed
-from skembed import DocumentPoolEmbeddings, TransformerEmbeddings
-from skembed._shared import ENV, SHARED, SharedStates, _remove_stale, mark
+from skembed import DocumentPoolEmbeddings, TransformerEmbeddings, _shared
+from skembed._shared import ENV, SHARED, SharedStates, _remove_stale, _stat, mark
 from skembed.cache import STATES
 
 TEXTS = [f"{w} cell number {i} , the dog sat on the {w} mat" for i, w in enumerate("abcdefghij")]
@@ -405,3 +407,81 @@ def test_a_claim_whose_pid_was_reused_by_another_process_is_taken_over(bert, sib
         os.symlink(f"p{pid}-{int(started) - 1}", sibling / name)
     embed(bert, TEXTS[:2])
     assert SHARED.writes == 2
+
+
+@contextlib.contextmanager
+def fails_instead_of_hanging(seconds: int):
+    """Raise in the test after ``seconds`` (pytest-timeout is not installed): a call that
+    would wait forever fails instead of hanging the suite."""
+    if not hasattr(signal, "SIGALRM"):
+        pytest.skip("needs signal.SIGALRM")
+
+    def fail(signum, frame):
+        raise TimeoutError(f"still waiting after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_claim_of_a_killed_process_not_yet_reaped_is_taken_over(bert, sibling):
+    """A sibling killed with SIGKILL (the OOM killer) whose parent has not joined it yet is a
+    zombie: its pid still exists, but it is dead and will never publish."""
+    if _stat(os.getpid()) is None:
+        pytest.skip("no /proc: a zombie cannot be told from a live process here")
+    sibling.mkdir()
+    names = names_of(bert, TEXTS[:3])
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for name in names:  # claimed while it ran
+            os.symlink(mark(victim.pid), sibling / name)
+        os.kill(victim.pid, signal.SIGKILL)  # not reaped: no wait() until the end
+        deadline = time.monotonic() + 10
+        while _stat(victim.pid)[0] != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _stat(victim.pid)[0] == "Z"
+        with fails_instead_of_hanging(30):
+            out = embed(bert, TEXTS[:3])
+        assert SHARED.writes == 3  # taken over, computed and published here
+        assert all(not entries(sibling)[name].startswith("p") for name in names)
+    finally:
+        victim.wait()
+    skembed.set_cache(enabled=False)
+    for a, b in zip(out, embed(bert, TEXTS[:3])):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_live_sibling_that_never_publishes_is_waited_for_a_bounded_time(
+    bert, sibling, monkeypatch
+):
+    """A live sibling that sits on its claims (stopped, deadlocked) holds this call up for
+    ``patience`` seconds with nothing arriving, not forever: then the documents run here."""
+    monkeypatch.setattr(_shared, "PATIENCE", 0.5)
+    monkeypatch.setattr(_shared, "PATIENCE_BATCHES", 1)
+    stuck = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    sibling.mkdir()
+    try:
+        names = names_of(bert, TEXTS[:4])
+        for name in names[:2]:
+            os.symlink(mark(stuck.pid), sibling / name)
+        start = time.perf_counter()
+        with fails_instead_of_hanging(30):
+            out = embed(bert, TEXTS[:4])
+        assert time.perf_counter() - start >= 0.5
+        assert SHARED.writes == 2  # its own two; the other two computed, not published
+        assert [entries(sibling)[name] for name in names[:2]] == [mark(stuck.pid)] * 2
+    finally:
+        stuck.kill()
+        stuck.wait()
+    skembed.set_cache(enabled=False)
+    for a, b in zip(out, embed(bert, TEXTS[:4])):
+        np.testing.assert_allclose(a, b, atol=1e-5)  # other batches: batch invariance only
+
+
+def test_the_wait_for_siblings_scales_with_the_batches_run_here():
+    assert _shared.patience(0.0) == _shared.PATIENCE == 120.0
+    assert _shared.patience(60.0) == 60.0 * _shared.PATIENCE_BATCHES
