@@ -172,7 +172,11 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
         return self._model
 
     def _state_prefix(self) -> tuple:
-        return (self._model_key(), self.precision, str(self._device), self._forward_key())
+        # The key of the model in use (``_get_model`` sets it): states are filed under the files
+        # that model was read from, also when the files change during a call.
+        model_for = self.__dict__.get("_model_for")
+        model_key = model_for[0] if model_for is not None else self._model_key()
+        return (model_key, self.precision, str(self._device), self._forward_key())
 
     # -- estimator API ---------------------------------------------------------
     def fit(self, X=None, y=None):

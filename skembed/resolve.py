@@ -22,6 +22,46 @@ class ModelNotFoundError(FileNotFoundError):
     """A model name could not be resolved to local files (and could not be downloaded)."""
 
 
+class FileSignature(tuple):
+    """``(path, size, mtime_ns)`` of each file of a model: what changes when the files change,
+    found without reading them. Part of every model key (and so of every state key), so that
+    files rewritten in place are a new model, loaded afresh, and their states new states.
+
+    Examples
+    --------
+    >>> FileSignature([("/m/a.bin", 10, 1), ("/m/b.json", 2, 1)]).paths
+    ('/m/a.bin', '/m/b.json')
+    """
+
+    __slots__ = ()
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The files, whatever their content: equal for two versions of the same files."""
+        return tuple(entry[0] for entry in self)
+
+
+def file_signature(*paths: str | os.PathLike) -> FileSignature:
+    """The :class:`FileSignature` of model files; a folder stands for the files directly in it,
+    in name order (subfolders are not looked into). One ``stat`` per file: nothing is read, so
+    this is cheap enough for every ``transform``."""
+    out = []
+    for path in map(os.fspath, paths):
+        if not os.path.isdir(path):
+            st = os.stat(path)
+            out.append((path, st.st_size, st.st_mtime_ns))
+            continue
+        with os.scandir(path) as entries:
+            files = sorted(entry.path for entry in entries if entry.is_file())
+        for file in files:
+            try:
+                st = os.stat(file)
+            except FileNotFoundError:  # removed meanwhile (a folder being rewritten)
+                continue
+            out.append((file, st.st_size, st.st_mtime_ns))
+    return FileSignature(out)
+
+
 def skembed_home() -> Path:
     """The skembed cache folder: ``$SKEMBED_HOME`` or ``~/.cache/skembed``."""
     return Path(os.environ.get("SKEMBED_HOME", Path.home() / ".cache" / "skembed")).expanduser()

@@ -9,6 +9,7 @@ from . import _hf
 from ._layers import mix_weights, parse_layers
 from ._pooling import pool
 from .base import BaseTokenEmbedder, check_choice, store_params
+from .resolve import file_signature
 
 POOLING_OPERATIONS = ("first", "last", "first_last", "mean")
 
@@ -20,7 +21,8 @@ class _HFEmbedder(BaseTokenEmbedder):
         return self.model
 
     def _model_key(self):
-        return ("hf", _hf.resolve_model(self._model_name()))
+        path = _hf.resolve_model(self._model_name())
+        return ("hf", path, file_signature(path))  # files rewritten in place: a new model
 
     def _load_model(self, device):
         return _hf.load_hf(self._model_key()[1], device)

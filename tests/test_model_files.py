@@ -11,7 +11,17 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import numpy as np
+import torch
+
+import skembed
+from skembed.elmo import ElmoOptions, write_random_elmo
+
+DOCS = [["the", "film", "was", "shown", "in", "the", "city", "."], ["a", "cell", "phone"]]
+TRANSFO_XL = Path(__file__).parent / "data" / "transfo_xl" / "model_a"
 
 
 # -- a folder that needs its own Python code is refused, without a prompt ----------------------
@@ -58,3 +68,71 @@ def test_custom_code_in_a_model_folder_is_refused_without_a_prompt(tmp_path, tin
     assert refusal.startswith(f"REFUSED Refusing the model folder {folder}:"), output
     assert "custom code" in refusal and "never runs" in refusal
     assert "trust_remote_code=True" not in output  # no advice to run it either
+
+
+# -- files rewritten in place: the next estimator (and a refit) uses the new files -------------
+def _rewrite(path: Path) -> None:
+    """Rewrite a weights file in place with other weights (every float tensor doubled): the same
+    size, only the modification time tells it changed."""
+    time.sleep(0.05)  # past the file system's clock tick: the new file has another mtime
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file, save_file
+
+        tensors = {k: v * 2 if v.is_floating_point() else v for k, v in load_file(path).items()}
+        save_file(tensors, path, metadata={"format": "pt"})
+    else:
+        tensors = torch.load(path, weights_only=True)
+        torch.save({k: v * 2 if v.is_floating_point() else v for k, v in tensors.items()}, path)
+
+
+def _check_rewritten_files_are_used(make, rewrite) -> None:
+    """``make()`` builds an estimator of model files that ``rewrite()`` changes in place."""
+    fitted = make().fit()
+    old = fitted.transform(DOCS).to_numpy()
+    loads = sum(skembed.cache_info()["model_loads"].values())
+    rewrite()
+    new = make().fit().transform(DOCS).to_numpy()  # a new estimator: the new files
+    assert sum(skembed.cache_info()["model_loads"].values()) == loads + 1
+    assert new.shape == old.shape and not np.allclose(new, old)
+    assert np.array_equal(fitted.fit(DOCS).transform(DOCS).to_numpy(), new)  # a refit too
+    skembed.clear_cache()
+    assert np.array_equal(make().fit().transform(DOCS).to_numpy(), new)  # what a fresh load gives
+
+
+def test_a_transformer_folder_rewritten_in_place_is_loaded_again(tmp_path, tiny_model):
+    folder = tmp_path / "bert"
+    shutil.copytree(tiny_model("bert"), folder)
+    _check_rewritten_files_are_used(
+        lambda: skembed.TransformerEmbeddings(str(folder), device="cpu"),
+        lambda: _rewrite(folder / "model.safetensors"),
+    )
+
+
+def test_elmo_files_rewritten_in_place_are_loaded_again(tmp_path):
+    options = ElmoOptions.from_dict(
+        {
+            "char_cnn": {
+                "embedding": {"dim": 4},
+                "filters": [[1, 4], [2, 4]],
+                "n_highway": 1,
+                "activation": "tanh",
+            },
+            "lstm": {"dim": 8, "projection_dim": 4, "n_layers": 1, "cell_clip": 3, "proj_clip": 3},
+        }
+    )
+    files = tuple(map(str, write_random_elmo(tmp_path, options, seed=0)))
+
+    def rewrite():
+        time.sleep(0.05)  # past the file system's clock tick: the new file has another mtime
+        write_random_elmo(tmp_path, options, seed=1)
+
+    _check_rewritten_files_are_used(lambda: skembed.ELMoEmbeddings(files, device="cpu"), rewrite)
+
+
+def test_a_transformer_xl_folder_rewritten_in_place_is_loaded_again(tmp_path):
+    folder = tmp_path / "txl"
+    shutil.copytree(TRANSFO_XL, folder)
+    _check_rewritten_files_are_used(
+        lambda: skembed.TransformerXLEmbeddings(str(folder), device="cpu"),
+        lambda: _rewrite(folder / "pytorch_model.bin"),
+    )

@@ -7,6 +7,7 @@ from collections.abc import Hashable
 import torch
 
 from ..base import BaseTokenEmbedder, check_choice, store_params
+from ..resolve import file_signature
 from .files import resolve_elmo
 from .model import ElmoModel
 from .weights import load_elmo
@@ -96,7 +97,8 @@ class ELMoEmbeddings(BaseTokenEmbedder):
 
     def _model_key(self) -> Hashable:
         options, weights = self._files()
-        return ("elmo", str(options), str(weights))
+        # Files rewritten in place are a new model: their size and time are in the key.
+        return ("elmo", str(options), str(weights), file_signature(options, weights))
 
     def _load_model(self, device: torch.device) -> ElmoModel:
         return load_elmo(*self._files(), device=device)

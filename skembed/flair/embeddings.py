@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..base import BaseTokenEmbedder, store_params
+from ..resolve import file_signature
 from .ids import is_lowercased, resolve_model_file
 from .lm import CharLM
 
@@ -181,9 +182,8 @@ class FlairEmbeddings(BaseTokenEmbedder):
         source = self._source()
         if source[0] == "lm":
             return ("flair", "lm", source[1])
-        path = source[1]
-        stat = path.stat()  # a retrained file at the same path is a different model
-        return ("flair", str(path), stat.st_mtime_ns, stat.st_size, source[2])
+        # A retrained file at the same path is a different model: its size and time are in it.
+        return ("flair", str(source[1]), file_signature(source[1]), source[2])
 
     def _load_model(self, device: torch.device) -> CharLM:
         source = self._source()

@@ -14,6 +14,7 @@ import torch
 
 from .._layers import mix_weights, parse_layers, scalar_mix
 from ..base import BaseTokenEmbedder, check_choice, store_params
+from ..resolve import file_signature
 from .checkpoint import TransfoXLConfig, load_state_dict, resolve_folder
 from .model import TransfoXL
 from .vocab import Vocabulary, load_vocabulary
@@ -125,7 +126,8 @@ class TransformerXLEmbeddings(BaseTokenEmbedder):
         store_params(self, locals())
 
     def _model_key(self):
-        return ("transfo-xl", str(resolve_folder(self.pretrained_model_name_or_path).resolve()))
+        folder = str(resolve_folder(self.pretrained_model_name_or_path).resolve())
+        return ("transfo-xl", folder, file_signature(folder))  # rewritten files: a new model
 
     def _load_model(self, device):
         return load_transfo_xl(self._model_key()[1], device)

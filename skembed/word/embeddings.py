@@ -12,8 +12,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..base import BaseTokenEmbedder, store_params
 from ..ragged import RaggedEmbeddings
+from ..resolve import file_signature
+from .formats import companions
 from .ids import resolve_word_file
-from .store import ensure_cached, load_cached, signature
+from .store import ensure_cached, load_cached
 
 _DIGIT = re.compile(r"\d")
 _MEMO_LIMIT = 200_000
@@ -156,7 +158,7 @@ class WordEmbeddings(BaseTokenEmbedder):
     def _model_key(self):
         path = resolve_word_file(self.embeddings).resolve()
         # The source's size and time are part of the key: an edited file is loaded afresh.
-        return ("word", tuple(tuple(s) for s in signature(path)))
+        return ("word", file_signature(path, *companions(path)))
 
     def _load_model(self, device):
         path = Path(self._model_key()[1][0][0])

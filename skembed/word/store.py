@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..resolve import skembed_home
+from ..resolve import file_signature, skembed_home
 from .formats import companions, open_vectors
 
 CACHE_VERSION = 1
@@ -38,11 +38,7 @@ def cache_root() -> Path:
 
 def signature(path: Path) -> list:
     """What identifies a source's content cheaply: ``[path, size, mtime_ns]`` of each of its files."""
-    out = []
-    for p in (path, *companions(path)):
-        st = p.stat()
-        out.append([str(p), st.st_size, st.st_mtime_ns])
-    return out
+    return [list(entry) for entry in file_signature(path, *companions(path))]
 
 
 def cache_dir(path: Path) -> Path:
