@@ -97,6 +97,26 @@ def check_cpu_precision(device: torch.device, precision: str) -> None:
     )
 
 
+@functools.cache
+def cpu_lstm_works(precision: str) -> bool:
+    """Whether torch runs an LSTM on this CPU under autocast to ``precision``.
+
+    Under CPU autocast, torch's LSTM is oneDNN's, in the autocast dtype: oneDNN has no float16
+    LSTM on any CPU, and a bfloat16 one only where it has AVX-512 (not on AVX2-only CPUs).
+    It fails with a RuntimeError (no crash), so it is tried here, on a tiny LSTM, once per
+    process; call it after :func:`check_cpu_precision`, which rules out the crashing machines.
+    """
+    if precision == "float32":
+        return True
+    lstm = torch.nn.LSTM(4, 4)
+    try:
+        with torch.inference_mode(), autocast(torch.device("cpu"), precision):
+            lstm(torch.zeros(2, 1, 4))
+    except RuntimeError:
+        return False
+    return True
+
+
 def autocast(device: torch.device, precision: str):
     """A context that runs the forward pass in ``precision`` (a no-op for float32)."""
     if precision == "float32":

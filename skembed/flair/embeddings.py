@@ -5,12 +5,15 @@ from __future__ import annotations
 import copy
 import hashlib
 import numbers
+import warnings
 from collections.abc import Hashable
+from contextlib import nullcontext
 from os import PathLike
 
 import numpy as np
 import torch
 
+from .._device import cpu_lstm_works
 from ..base import BaseTokenEmbedder, store_params
 from ..resolve import file_signature
 from .ids import is_lowercased, resolve_model_file
@@ -115,6 +118,9 @@ class FlairEmbeddings(BaseTokenEmbedder):
     batch_size : int, default=32
         Documents per forward pass.
     precision : {"float32", "float16", "bfloat16"}, default="float32"
+        Autocast precision of the forward pass; outputs are float32. On the CPU, torch's LSTM
+        has no float16 kernel (and a bfloat16 one only on CPUs with AVX-512): ``fit`` refuses
+        a precision the CPU's LSTM cannot run with a ValueError that says what to use.
     show_progress_bar : bool, default=False
 
     Attributes
@@ -203,6 +209,22 @@ class FlairEmbeddings(BaseTokenEmbedder):
         cpc = self.chars_per_chunk
         if not isinstance(cpc, numbers.Integral) or isinstance(cpc, bool) or cpc < 1:
             raise ValueError(f"chars_per_chunk must be a positive integer, got {cpc!r}.")
+        if self._lstm_in_float32(model):
+            instead = "'float32' or 'bfloat16'" if cpu_lstm_works("bfloat16") else "'float32'"
+            raise ValueError(
+                f"precision={self.precision!r} is not available for {type(self).__name__} on "
+                f"this CPU: torch's CPU LSTM (oneDNN) has no {self.precision} kernel here. Use "
+                f"precision={instead} on the CPU, or {self.precision!r} on a GPU "
+                "(device='cuda')."
+            )
+
+    def _lstm_in_float32(self, model: CharLM) -> bool:
+        """Whether the LSTM must run in float32: ``precision`` on the CPU has no LSTM kernel."""
+        return (
+            self._device.type == "cpu"
+            and model.recurrent_type == "lstm"
+            and not cpu_lstm_works(self.precision)
+        )
 
     def _n_features(self, model: CharLM) -> int:
         return model.embedding_length
@@ -238,8 +260,19 @@ class FlairEmbeddings(BaseTokenEmbedder):
         hidden, pieces = None, []
         cpc = int(self.chars_per_chunk)
         flat = pos * len(docs) + cols  # row of (position, column) in a (time * batch, dim) view
+        # ``fit`` refuses such a precision; an estimator fitted elsewhere (on a GPU, then
+        # unpickled here) runs the LSTM in float32 rather than fail.
+        in_float32 = self._lstm_in_float32(model)
+        if in_float32:
+            warnings.warn(
+                f"{type(self).__name__}: precision={self.precision!r} has no LSTM kernel on "
+                "this CPU; the LSTM runs in float32 (the rest in the precision asked for).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         for start in range(0, width, cpc):
-            out, hidden = model.recurrent(batch[start : start + cpc], hidden)
+            with torch.autocast(device.type, enabled=False) if in_float32 else nullcontext():
+                out, hidden = model.recurrent(batch[start : start + cpc], hidden)
             take = np.flatnonzero((pos >= start) & (pos < start + cpc))
             if len(take):
                 index = torch.from_numpy(flat[take] - start * len(docs)).to(device)
