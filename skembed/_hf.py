@@ -332,9 +332,12 @@ def _clip(ids: list[int], limit: int) -> list[int]:
 
 
 def word_ids(hf: HFModel, words: list[str]) -> list[list[int]]:
-    """Sub-token ids of each word, tokenized as a pre-split word; a word with none gets [UNK].
+    """Sub-token ids of each word, tokenized as a pre-split word.
 
-    A word with more sub-tokens than a window keeps its first and last ones (see ``_clip``).
+    A word the tokenizer reduces to nothing (``"\u200b"``, ``""``) has no sub-tokens: it is
+    left out of the model input and gets a zero vector, as Flair does, so the other words get
+    the vectors they get without it. A word with more sub-tokens than a window keeps its first
+    and last ones (see ``_clip``).
     """
     cache = hf.word_ids
     found = {w: cache.get(w) for w in set(words)}
@@ -344,7 +347,7 @@ def word_ids(hf: HFModel, words: list[str]) -> list[list[int]]:
         # tokenizers refuse them: read each as U+FFFD, as decoding with errors="replace" would.
         texts = [_SURROGATE.sub("\ufffd", w) for w in new]
         encoded = (hf.encode or _word_encoder(hf.tokenizer))(texts)
-        fresh = {w: (_clip(ids, hf.window) or hf.unk_ids) for w, ids in zip(new, encoded)}
+        fresh = {w: _clip(ids, hf.window) for w, ids in zip(new, encoded)}
         found.update(fresh)
         with hf.lock:
             if len(cache) > 500_000:  # bound the memory of the word cache
@@ -375,6 +378,9 @@ class DocState:
     at: int = 0
     # ``spans`` plus ``at``: each word's sub-tokens as positions in ``base``.
     base_spans: torch.Tensor | None = None
+    # Words without sub-tokens (empty spans): they get zero vectors. Counted on the host when
+    # the state is made, so combining never waits on the device to find out.
+    n_empty: int = 0
 
     @property
     def nbytes(self) -> int:
@@ -426,7 +432,9 @@ def forward(hf: HFModel, docs: list[list[str]], batch_size: int) -> list[DocStat
         pieces = word_ids(hf, doc)
         content = [i for p in pieces for i in p]
         if not content and not (hf.prefix or hf.suffix):
-            content = list(hf.unk_ids)  # a model needs one input: an empty text reads as [UNK]
+            # A model needs one input: a text without sub-tokens reads as [UNK], which no word
+            # owns (the words of such a text, if any, get zero vectors).
+            content = list(hf.unk_ids)
         wins = _windows(len(content), hf.window)
         plans.append(([len(p) for p in pieces], len(content), wins, len(rows)))
         rows += [content[s:e] for s, e in wins]
@@ -464,9 +472,15 @@ def _doc_states(states: torch.Tensor, n_spec: int, n_sub, spans: torch.Tensor, n
     document's sub-tokens."""
     sub_at = np.cumsum(n_sub + n_spec) - n_sub  # where each document's sub-tokens start
     base_spans = (spans + torch.from_numpy(np.repeat(sub_at, n_words))[:, None]).to(states.device)
+    empty = np.zeros(len(spans) + 1, dtype=np.int64)  # words without sub-tokens, cumulated
+    np.cumsum((spans[:, 1] == spans[:, 0]).numpy(), out=empty[1:])
+    word_ends = np.cumsum(n_words)
+    n_empty = empty[word_ends] - empty[word_ends - n_words]
     spans = spans.to(states.device)
     out, word_at = [], 0
-    for n, at, words in zip(n_sub.tolist(), sub_at.tolist(), n_words.tolist()):
+    for n, at, words, none in zip(
+        n_sub.tolist(), sub_at.tolist(), n_words.tolist(), n_empty.tolist()
+    ):
         out.append(
             DocState(
                 sub=states[:, at : at + n],
@@ -475,6 +489,7 @@ def _doc_states(states: torch.Tensor, n_spec: int, n_sub, spans: torch.Tensor, n
                 base=states,
                 at=at,
                 base_spans=base_spans[word_at : word_at + words],
+                n_empty=none,
             )
         )
         word_at += words

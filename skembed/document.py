@@ -303,7 +303,9 @@ class TransformerDocumentEmbeddings(_DocumentOutput, _HFEmbedder):
     -----
     A document longer than the model's maximum length is embedded in overlapping windows; the
     pooled sub-token states are those of :class:`TransformerEmbeddings`, plus the special
-    tokens of the first window.
+    tokens of the first window. Words the tokenizer reduces to nothing (``"\\u200b"``) have no
+    sub-tokens to pool: a document of only such words gets the row of the empty text (the
+    model run on its special tokens).
 
     Examples
     --------

@@ -100,7 +100,8 @@ class TransformerEmbeddings(_HFEmbedder):
     Notes
     -----
     Words are tokenized one by one as pre-split words. A word that yields no sub-token (``""``,
-    ``"\\u200b"``) is embedded as the tokenizer's unknown token. Documents longer than the
+    ``"\\u200b"``) is left out of the model input and gets a zero vector, as in Flair: the
+    other words get exactly the vectors they get without it. Documents longer than the
     model's maximum length are embedded in overlapping windows (half a window apart); each
     sub-token takes its vector from the window where it is farthest from an edge.
 
@@ -229,17 +230,27 @@ def _read_group(states, layers, mix, op: str) -> tuple[torch.Tensor, list[int]]:
     counts = [len(s.spans) for s in states]
     n_sub = sum(s.sub.shape[1] for s in states)
     flat = base.reshape(n_layers * n_pos, hidden)  # row l * n_pos + p: layer l, position p
-    return _words(flat, n_pos, spans, n_sub, layers, mix, op), counts
+    if not any(s.n_empty for s in states):
+        return _words(flat, n_pos, spans, n_sub, layers, mix, op), counts
+    # Words without sub-tokens were left out of the model input: zero vectors. The others are
+    # read as if those words were not there (the same rows, bit for bit).
+    n_out = (1 if mix is not None else len(layers)) * hidden * (2 if op == "first_last" else 1)
+    words = torch.zeros((len(spans), n_out), device=base.device)
+    kept = (spans[:, 1] > spans[:, 0]).nonzero().flatten()
+    if len(kept):
+        words[kept] = _words(flat, n_pos, spans[kept], n_sub, layers, mix, op)
+    return words, counts
 
 
 def _words(flat, n_pos: int, spans, total: int, layers, mix, op: str) -> torch.Tensor:
     """Word vectors ``(n_words, n_features)`` from sub-token states.
 
     ``flat`` holds the states of ``n_pos`` positions layer after layer, ``(n_layers * n_pos,
-    hidden)``; ``spans`` is the ``[start, end)`` position of each word, ``total`` the number
-    of the words' sub-tokens, ``layers`` the layer indices, ``mix`` scalar-mix weights or
-    None. The rows needed are copied with one ``index_select``: unused layers and sub-tokens
-    are never copied.
+    hidden)``; ``spans`` is the ``[start, end)`` position of each word (every word has one
+    sub-token or more), ``total`` the number of the documents' sub-tokens (the words' ones,
+    or more), ``layers`` the layer indices, ``mix`` scalar-mix weights or None. The rows
+    needed are copied with one ``index_select``: unused layers and sub-tokens are never
+    copied.
     """
 
     def read(positions):  # (..., n_layers, hidden) states at positions (...,)
