@@ -1,6 +1,10 @@
 """Process-wide caches: loaded models, and the expensive per-document states of forward passes.
 
 The model cache makes clones and grid-search candidates share one loaded model per process.
+It keeps at most ``max_models`` models (8 by default, see :func:`set_cache`), the least
+recently used going first, and a model loaded for files rewritten in place replaces the
+model of their older version (model keys hold the files' signatures, see
+:func:`skembed.resolve.file_signature`).
 The state cache keeps what a network computed for a document (e.g. every layer's sub-token
 states), so that parameters that only combine those states (``layers``, ``pooling_operation``,
 ``use_scalar_mix``, ``embedding_mode``) never run the network again. It also keeps the pooled
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import numbers
 import sys
 import threading
 from collections import Counter, OrderedDict
@@ -22,8 +27,10 @@ from typing import Any
 import torch
 
 from ._shared import SHARED
+from .resolve import FileSignature
 
 _DEFAULT_STATE_BYTES = 1 << 30  # 1 GiB
+_DEFAULT_MODELS = 8
 
 
 def doc_key(tokens: list[str]) -> bytes:
@@ -62,28 +69,71 @@ def _nbytes(obj) -> int:
     return 64
 
 
-class ModelCache:
-    """Loaded models by key; each key is loaded once per process, even under threads."""
+def _files_of(key):
+    """``key`` with each file signature in it replaced by its paths: the same for every
+    version of the same files."""
+    if isinstance(key, FileSignature):
+        return ("files", key.paths)
+    if isinstance(key, tuple):
+        return tuple(map(_files_of, key))
+    return key
 
-    def __init__(self):
-        self._models: dict[Hashable, Any] = {}
+
+class ModelCache:
+    """Loaded models by key, each loaded once per process, even under threads.
+
+    At most ``max_models`` are kept, the least recently used going first; a model loaded for
+    files whose signature changed (rewritten in place) replaces the models of their older
+    versions. An estimator keeps a reference to its model, so one dropped from here still
+    serves the estimators that loaded it; the next load of its key reads the files again.
+    """
+
+    def __init__(self, max_models: int = _DEFAULT_MODELS):
+        self.max_models = int(max_models)
+        self._models: OrderedDict[Hashable, Any] = OrderedDict()
+        # One lock per key ever loaded (kept: dropping one a thread waits on would let two
+        # threads load the same key; a lock is small, like the key's count in ``loads``).
         self._locks: dict[Hashable, threading.Lock] = {}
         self._lock = threading.Lock()
         self.loads: Counter = Counter()
 
+    def _find(self, key: Hashable) -> Any:
+        with self._lock:
+            model = self._models.get(key)
+            if model is not None:
+                self._models.move_to_end(key)
+            return model
+
     def get(self, key: Hashable, load: Callable[[], Any]) -> Any:
-        model = self._models.get(key)
+        model = self._find(key)
         if model is not None:
             return model
         with self._lock:
             key_lock = self._locks.setdefault(key, threading.Lock())
         with key_lock:
-            model = self._models.get(key)
+            model = self._find(key)
             if model is None:
                 model = load()
-                self._models[key] = model
-                self.loads[key] += 1
+                with self._lock:
+                    files = _files_of(key)
+                    for old in [k for k in self._models if _files_of(k) == files]:
+                        del self._models[old]  # an older version of the same files
+                    self._models[key] = model
+                    self.loads[key] += 1
+                    self._evict()
         return model
+
+    def _evict(self) -> None:
+        while len(self._models) > self.max_models:
+            self._models.popitem(last=False)
+
+    def resize(self, max_models: int) -> None:
+        with self._lock:
+            self.max_models = int(max_models)
+            self._evict()
+
+    def __len__(self) -> int:
+        return len(self._models)
 
     def clear(self) -> None:
         with self._lock:
@@ -184,14 +234,19 @@ def admits(nbytes_per_doc: float, n_docs: int) -> bool:
 
 
 def set_cache(
-    enabled: bool | None = None, max_bytes: int | None = None, shared: bool | None = None
+    enabled: bool | None = None,
+    max_bytes: int | None = None,
+    shared: bool | None = None,
+    max_models: int | None = None,
 ) -> None:
-    """Configure the state cache of this process.
+    """Configure the caches of this process.
 
     Parameters
     ----------
     enabled : bool, optional
-        Turn the cache of forward-pass states on or off (on by default).
+        Turn the cache of forward-pass states on or off (on by default). Off, transformer
+        models also forget the words they tokenized at the end of each call (on, they keep
+        up to ``skembed._hf.WORD_CACHE_BYTES`` of them per model, 32 MiB).
     max_bytes : int, optional
         Byte budget of the cache (1 GiB by default); the least recently used states go first.
         A call (``transform``) whose documents' states would not all fit in the budget
@@ -202,6 +257,11 @@ def set_cache(
         through the network once among them (on by default; the folder holds at most
         ``max_bytes`` of states in all, and goes when this process exits or clears its
         cache). Set it before the workers start; in a worker, it switches that worker's part.
+    max_models : int, optional
+        Loaded models kept in the model cache (8 by default); the least recently used go
+        first. A model dropped from the cache still serves the estimators that use it; the
+        next ``fit`` that needs it loads it again. Models whose files were rewritten in place
+        are dropped when the new files are loaded, whatever this number.
 
     Examples
     --------
@@ -210,22 +270,36 @@ def set_cache(
     >>> skembed.cache_info()["state_max_bytes"]
     268435456
     >>> skembed.set_cache(max_bytes=2**30)
+    >>> skembed.set_cache(max_models=2)
+    >>> skembed.cache_info()["max_models"]
+    2
+    >>> skembed.set_cache(max_models=8)
     """
     if enabled is not None:
         STATES.enabled = bool(enabled)
         if not enabled:
             STATES.clear()
+            _clear_word_caches()
     if max_bytes is not None:
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
         STATES.resize(max_bytes)
     if shared is not None:
         SHARED.set_enabled(shared)
+    if max_models is not None:
+        if (
+            isinstance(max_models, bool)
+            or not isinstance(max_models, numbers.Integral)
+            or max_models < 0
+        ):
+            raise ValueError(f"max_models must be an integer >= 0, got {max_models!r}")
+        MODELS.resize(max_models)
 
 
 def clear_cache(models: bool = True, states: bool = True) -> None:
     """Drop cached forward-pass states and/or loaded models of this process (and the states
-    its worker processes share, see :func:`set_cache`).
+    its worker processes share, see :func:`set_cache`); ``states`` also drops the words
+    transformer tokenizers have seen.
 
     Examples
     --------
@@ -237,17 +311,27 @@ def clear_cache(models: bool = True, states: bool = True) -> None:
     if states:
         STATES.clear()
         SHARED.clear()
+        _clear_word_caches()
     if models:
         MODELS.clear()
 
 
+def _clear_word_caches() -> None:
+    """Forget the words transformer tokenizers have seen (``skembed._hf.WordCache``): they
+    follow the state cache, off with it and cleared with it."""
+    from . import _hf  # deferred: _hf imports this module
+
+    _hf.clear_word_caches()
+
+
 def cache_info() -> dict:
-    """Counts of this process's caches: loads per model, state entries, bytes, hits and
-    misses (a miss read from a sibling process counts in ``shared_hits`` too, one published
+    """Counts of this process's caches: loads per model, models loaded (and kept at most),
+    state entries, bytes, hits and misses (a miss read from a sibling process counts in ``shared_hits`` too, one published
     for them in ``shared_writes``; ``shared_states`` says whether this process shares)."""
     return {
         "model_loads": dict(MODELS.loads),
-        "models_loaded": len(MODELS._models),
+        "models_loaded": len(MODELS),
+        "max_models": MODELS.max_models,
         "state_enabled": STATES.enabled,
         "state_entries": len(STATES),
         "state_bytes": STATES.nbytes,

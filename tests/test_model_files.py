@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 import skembed
@@ -136,3 +137,61 @@ def test_a_transformer_xl_folder_rewritten_in_place_is_loaded_again(tmp_path):
         lambda: skembed.TransformerXLEmbeddings(str(folder), device="cpu"),
         lambda: _rewrite(folder / "pytorch_model.bin"),
     )
+
+
+# -- the model cache is bounded, and drops the older versions of rewritten files ----------------
+@pytest.fixture
+def word_files(tmp_path, monkeypatch):
+    """``word_files(n)`` -> paths of ``n`` tiny GloVe files (file i's vectors are all ``i``)."""
+    monkeypatch.setenv("SKEMBED_HOME", str(tmp_path / "home"))
+    skembed.clear_cache()
+    kept = skembed.cache_info()["max_models"]
+    yield lambda n: [_glove(tmp_path / f"vectors{i}.txt", i) for i in range(n)]
+    skembed.set_cache(max_models=kept)
+    skembed.clear_cache()
+
+
+def _glove(path: Path, value: float) -> str:
+    path.write_text(f"the {value} {value}\ncat {value} {value}\n", encoding="utf-8")
+    return str(path)
+
+
+def _words(path: str):
+    return skembed.WordEmbeddings(path, device="cpu")
+
+
+def _loads() -> int:
+    return sum(skembed.cache_info()["model_loads"].values())
+
+
+def test_the_model_cache_keeps_the_most_recently_used_models(word_files):
+    paths = word_files(3)
+    assert skembed.cache_info()["max_models"] == 8  # the documented default
+    skembed.set_cache(max_models=2)
+    loads = _loads()
+    first = _words(paths[0]).fit()
+    for path in paths[1:]:
+        _words(path).fit()
+    assert skembed.cache_info()["models_loaded"] == 2 and _loads() == loads + 3
+    # The evicted model still serves the estimator that holds it.
+    assert first.transform([["the", "cat"]]).to_numpy().tolist() == [[0.0, 0.0]] * 2
+    _words(paths[2]).fit()  # the most recent: still loaded
+    assert _loads() == loads + 3
+    _words(paths[0]).fit()  # evicted: loaded again
+    assert _loads() == loads + 4
+    skembed.set_cache(max_models=1)
+    assert skembed.cache_info()["models_loaded"] == 1
+    with pytest.raises(ValueError, match="max_models"):
+        skembed.set_cache(max_models=-1)
+
+
+def test_a_rewritten_file_replaces_its_older_version_in_the_model_cache(word_files):
+    (path,) = word_files(1)
+    loads = _loads()
+    old = _words(path).fit()
+    time.sleep(0.05)  # past the file system's clock tick: the new file has another mtime
+    _glove(Path(path), 7)
+    new = _words(path).fit()
+    assert skembed.cache_info()["models_loaded"] == 1 and _loads() == loads + 2
+    assert new.transform([["cat"]]).to_numpy().tolist() == [[7.0, 7.0]]
+    assert old.fit().transform([["cat"]]).to_numpy().tolist() == [[7.0, 7.0]]
