@@ -4,8 +4,9 @@ the network once among the worker processes of a grid search.
 The state cache (:mod:`skembed.cache`) lives in one process. Joblib's workers in a
 ``GridSearchCV(..., n_jobs=2)`` fit candidates and folds side by side, and each would run the
 network over every document of the search itself. So the first process of a session (the one
-that imports skembed and starts the workers) names a folder, which the processes it starts
-inherit through the environment variable ``SKEMBED_SHARED_STATES``. A child process about to
+that uses skembed and starts the workers) names a folder, which the processes it starts
+inherit through the environment variable ``SKEMBED_SHARED_STATES``: it does so on first use
+(cloning, pickling or fitting a skembed estimator), never at import. A child process about to
 run the network on a batch *claims* the batch's documents there, runs them, and publishes
 their states; a sibling that needs a document claimed by another waits for it instead of
 computing it again (after its own work: no process waits while it holds unfinished claims).
@@ -115,17 +116,11 @@ class SharedStates:
     """
 
     def __init__(self):
-        root = os.environ.get(ENV)
-        # The first process; a process forked from it (with this module loaded) is a sibling.
-        self._owner_pid = os.getpid() if root is None else None
-        if root is None:
-            parent = tempfile.gettempdir()
-            _remove_stale(parent)
-            root = os.path.join(parent, f"{_FOLDER_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
-            os.environ[ENV] = root
-            atexit.register(self.remove)
-        self.root = root
-        self.enabled = root != _OFF
+        # Inherited from the session's first process (this is a sibling), or None: then this
+        # is a first process, and the folder is named on first use (see ``start``).
+        self.root: str | None = os.environ.get(ENV)
+        self._owner_pid: int | None = None  # the first process; a fork of it is a sibling
+        self.enabled = self.root != _OFF
         self.hits = 0  # documents read from the folder
         self.writes = 0  # documents published to it
         self.bytes = 0  # bytes this process wrote (the budget counts the folder's: ``_usage``)
@@ -134,6 +129,24 @@ class SharedStates:
         self._held: set[str] = set()  # entries claimed by this process and not yet done
         self._marked: tuple[int, str] = (-1, "")
         self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """In a first process, on first use (never at import): name the session's folder,
+        export it to the processes started from now on (joblib's workers inherit the
+        environment), have it removed at exit, and remove the folders of sessions that are
+        gone. Nothing in a sibling, or once done."""
+        if self.root is not None:
+            return
+        with self._lock:
+            if self.root is not None:
+                return
+            parent = tempfile.gettempdir()
+            _remove_stale(parent)
+            root = os.path.join(parent, f"{_FOLDER_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
+            os.environ[ENV] = root if self.enabled else _OFF
+            self._owner_pid = os.getpid()
+            self.root = root
+            atexit.register(self.remove)
 
     def _mark(self) -> str:
         """This process's claim target (read once per process: a fork gets its own)."""
@@ -149,7 +162,7 @@ class SharedStates:
     @property
     def active(self) -> bool:
         """Whether this process shares states with its siblings."""
-        return self.enabled and not self.owner and self.root != _OFF
+        return self.enabled and not self.owner and self.root not in (None, _OFF)
 
     def usable(self) -> bool:
         """Whether a call should look in the folder: in a sibling, or in the first process
@@ -161,6 +174,7 @@ class SharedStates:
         """Switch sharing on or off here; in the first process, for the processes it starts
         from now on (they read the environment when they start)."""
         self.enabled = bool(enabled)
+        self.start()
         if self.owner:
             os.environ[ENV] = self.root if enabled else _OFF
 
@@ -330,7 +344,7 @@ class SharedStates:
 
     def remove(self) -> None:
         """Remove the folder (at exit, in the first process only: not in a forked child)."""
-        if self.owner and self.root != _OFF:
+        if self.owner and self.root not in (None, _OFF):
             shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -91,13 +91,21 @@ class TextTransformerMixin(TransformerMixin):
         X = read_once(X)
         return self.fit(X, y, **fit_params).transform(X)
 
+    def __sklearn_clone__(self):
+        # A grid search clones its estimator before it starts its workers: they inherit the
+        # folder of shared states from here (named on first use, not at import).
+        SHARED.start()
+        return super().__sklearn_clone__()
+
     def __getstate__(self):
+        SHARED.start()  # the same for workers an estimator is pickled to
         state = super().__getstate__()
         for name in self._transient:
             state.pop(name, None)
         return state
 
     def _check_common_params(self) -> None:
+        SHARED.start()
         check_device(self.device)
         check_precision(self.precision)
         if (

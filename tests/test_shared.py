@@ -9,6 +9,7 @@ process sharing a folder of its own; one runs a real ``GridSearchCV(n_jobs=2)``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -305,6 +306,7 @@ def test_the_first_process_reads_but_never_writes(bert, tmp_path, monkeypatch):
 
 
 def test_processes_started_after_switching_sharing_off_do_not_share(monkeypatch):
+    SHARED.start()  # in this process, the first of the test session: named on first use
     monkeypatch.setattr(SHARED, "_owner_pid", os.getpid())
     monkeypatch.setitem(os.environ, ENV, SHARED.root)
     skembed.set_cache(shared=False)
@@ -485,3 +487,53 @@ def test_a_live_sibling_that_never_publishes_is_waited_for_a_bounded_time(
 def test_the_wait_for_siblings_scales_with_the_batches_run_here():
     assert _shared.patience(0.0) == _shared.PATIENCE == 120.0
     assert _shared.patience(60.0) == 60.0 * _shared.PATIENCE_BATCHES
+
+
+_IMPORT_CHECK = """
+import atexit, json, os, sys, tempfile
+for name in json.loads(sys.argv[1]):  # skembed's dependencies first: their own effects
+    try:
+        __import__(name)
+    except Exception:  # a module that is only imported from within its package
+        pass
+env, hooks = dict(os.environ), atexit._ncallbacks()
+temp = sorted(os.listdir(tempfile.gettempdir()))
+import skembed
+after = sorted(os.listdir(tempfile.gettempdir()))
+print(json.dumps([dict(os.environ) == env, atexit._ncallbacks() == hooks, after == temp]))
+from sklearn.base import clone
+clone(skembed.TransformerEmbeddings())  # first use, as a grid search does before its workers
+print(json.dumps([os.environ.get("SKEMBED_SHARED_STATES"), sorted(os.listdir(tempfile.gettempdir()))]))
+"""
+
+
+def test_import_changes_nothing_and_first_use_names_the_folder(tmp_path):
+    """``import skembed`` leaves os.environ, the exit hooks and the temp dir as they were; the
+    first use (a clone, as in a grid search) exports the folder for workers and removes the
+    folders of gone sessions."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    env.pop(ENV, None)
+    listing = "import json, sys; import skembed; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    loaded = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", listing], env=env, capture_output=True, text=True, check=True
+        ).stdout
+    )
+    deps = [
+        m
+        for m in loaded
+        if m != "skembed" and not m.startswith("_") and m not in sys.builtin_module_names
+    ]
+    stale = tmp_path / f"skembed-states-{dead_pid()}-abcd"
+    stale.mkdir()
+    run = subprocess.run(
+        [sys.executable, "-c", _IMPORT_CHECK, json.dumps(deps)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    unchanged, (folder, after) = map(json.loads, run.stdout.splitlines())
+    assert unchanged == [True, True, True]  # environment, exit hooks, temp dir
+    assert folder is not None and Path(folder).parent == tmp_path
+    assert stale.name not in after  # gone sessions' folders: removed lazily, on first use

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
@@ -55,6 +54,8 @@ def expected_shapes(options: ElmoOptions) -> dict[str, tuple[int, ...]]:
 
 def read_weights(path: str | Path, options: ElmoOptions) -> dict[str, np.ndarray]:
     """Read every dataset ELMo needs as float32 arrays, checking names and shapes."""
+    import h5py  # on use: importing it registers an exit hook
+
     path = Path(path)
     try:
         handle = h5py.File(path, "r")
@@ -155,6 +156,8 @@ def write_random_elmo(
     -------
     (options_path, weights_path)
     """
+    import h5py
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
