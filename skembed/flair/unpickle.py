@@ -17,6 +17,9 @@ harmless:
 
 Any other global (``os.system``, a Flair class, ...) stops loading with
 :class:`UnsafeModelFileError` the moment it is met, before anything from the file is called.
+The allowed globals reach the file as stand-ins that it cannot change (``BUILD``, ``SETITEM``,
+``APPENDS``... on one are refused with :class:`UnsafeModelFileError` too): see
+:mod:`skembed._unpickle`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .._unpickle import AllowListUnpickler
 
 
 class UnsafeModelFileError(ValueError):
@@ -156,10 +161,17 @@ _ALLOWED: dict[tuple[str, str], object] = {
 }
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only the globals of :data:`_ALLOWED`; anything else is refused."""
+class _ChangeRefused(UnsafeModelFileError):
+    """The file tried to change one of the allowed globals (see :mod:`skembed._unpickle`)."""
 
-    def find_class(self, module: str, name: str):
+
+class RestrictedUnpickler(AllowListUnpickler):
+    """An unpickler that resolves only the globals of :data:`_ALLOWED`; anything else is refused.
+
+    The file gets stand-ins for them that it cannot change (see :mod:`skembed._unpickle`).
+    """
+
+    def resolve(self, module: str, name: str):
         try:
             return _ALLOWED[(module, name)]
         except (KeyError, TypeError):
@@ -168,6 +180,9 @@ class RestrictedUnpickler(pickle.Unpickler):
                 "file never contains (only tensors, plain containers and flair.data.Dictionary "
                 "are allowed); nothing from the file was executed"
             ) from None
+
+    def refused_change(self, message: str) -> Exception:
+        return _ChangeRefused(message)
 
 
 def _load(file, **kwargs):
@@ -188,6 +203,10 @@ def load_pt(path: str | PathLike) -> object:
         return torch.load(
             path, map_location="cpu", pickle_module=_pickle_module, weights_only=False
         )
+    except _ChangeRefused as exc:
+        raise UnsafeModelFileError(
+            f"Refusing to load {path}: {exc}. Only open files from sources you trust."
+        ) from None
     except UnsafeModelFileError as exc:
         raise UnsafeModelFileError(
             f"Refusing to load {path}: {exc}. If it is a whole Flair model (e.g. a "

@@ -12,6 +12,7 @@ never run any of their code; every other global in the file is refused. Old ``vo
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import pickle
 import zipfile
@@ -19,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+
+from .._unpickle import AllowListUnpickler
 
 # Real objects a vocabulary may contain: plain containers only.
 _DATA_GLOBALS = {
@@ -66,16 +69,26 @@ def _inert_pattern(pattern, flags=0):
     return record
 
 
+@functools.cache
 def _inert_class(module: str, name: str) -> type:
     return type(name, (_Inert,), {"qualname": f"{module}.{name}"})
 
 
-class _VocabUnpickler(pickle.Unpickler):
+class _VocabUnpickler(AllowListUnpickler):
+    """Resolves plain containers and inert records; refuses every other global.
+
+    The file gets stand-ins for them that it cannot change (see :mod:`skembed._unpickle`): a
+    file that tries raises :class:`UnsafeVocabularyError`.
+    """
+
     def __init__(self, file, path):
         super().__init__(file, encoding="utf-8")
         self.path = path
 
-    def find_class(self, module, name):
+    def refused_change(self, message: str) -> Exception:
+        return UnsafeVocabularyError(f"{self.path}: {message}")
+
+    def resolve(self, module, name):
         if (module, name) in _DATA_GLOBALS:
             return _DATA_GLOBALS[(module, name)]
         if (module, name) in _INERT_CLASSES:

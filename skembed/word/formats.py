@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._unpickle import AllowListUnpickler
+
 CHUNK_ROWS = 8192
 FASTTEXT_MAGIC = 793712314  # first int32 of fastText's full-model ``.bin`` files
 _READ = 1 << 22
@@ -263,10 +265,14 @@ def _numpy_global(module: str, name: str):
     raise pickle.UnpicklingError(f"numpy has no {module}.{name}")
 
 
-class _KeyedVectorsUnpickler(pickle.Unpickler):
-    """Rebuilds only gensim's KeyedVectors / Vocab objects, numpy arrays and plain containers."""
+class _KeyedVectorsUnpickler(AllowListUnpickler):
+    """Rebuilds only gensim's KeyedVectors / Vocab objects, numpy arrays and plain containers.
 
-    def find_class(self, module, name):
+    The file gets stand-ins for these globals that it cannot change (see
+    :mod:`skembed._unpickle`); a file that tries raises ``pickle.UnpicklingError``.
+    """
+
+    def resolve(self, module, name):
         if (module, name) in _GENSIM_CLASSES:
             return getattr(importlib.import_module(module), name)
         if (module, name) in _NUMPY_GLOBALS:
@@ -318,7 +324,7 @@ def iter_gensim(path: Path, chunk_rows: int | None = None) -> VectorFile:
     with open(path, "rb") as f:
         try:
             obj = _KeyedVectorsUnpickler(f, encoding="latin1").load()
-        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+        except Exception as exc:  # refused, truncated, or not such a file
             raise ValueError(f"{path} is not a readable gensim KeyedVectors file: {exc}") from exc
     state = getattr(obj, "__dict__", None)
     if not isinstance(state, dict):
