@@ -11,6 +11,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
+from tolerances import CONTRACT_ATOL
 
 import skembed
 from skembed import CharacterEmbeddings, DocumentPoolEmbeddings, StackedEmbeddings, token_xy
@@ -58,7 +59,7 @@ def test_random_features_are_deterministic_for_a_seed():
     assert np.abs(a.to_numpy() - c.to_numpy()).min() > 0
     # A word's random vector depends on the seed and its characters, not on the fit corpus.
     other = small(random_state=0).fit(["Paris", "zzz qqq"]).transform([["Paris"]])[0]
-    np.testing.assert_allclose(other[0], a[0][0], atol=1e-6)
+    np.testing.assert_allclose(other[0], a[0][0], atol=CONTRACT_ATOL)
     assert small().fit(TEXTS).classes_ is None
 
 
@@ -83,7 +84,8 @@ def test_vector_is_forward_after_last_and_backward_after_first_character():
 
     for k, word in enumerate(words):
         want = torch.cat([run(word, ""), run(word[::-1], "_reverse")]).numpy()
-        np.testing.assert_allclose(out[k], want, rtol=0, atol=1e-6)
+        # The same float32 math through other kernels: the contract's tolerance.
+        np.testing.assert_allclose(out[k], want, rtol=0, atol=CONTRACT_ATOL)
     assert emb.transform([[""]])[0].tolist() == [[0.0] * 8]  # an empty token: zeros
 
 
@@ -92,8 +94,8 @@ def test_features_do_not_depend_on_the_batch():
     alone = [emb.transform([d])[0] for d in TEXTS]
     out = emb.set_params(batch_size=3).transform(TEXTS[::-1] + TEXTS)
     for i, want in enumerate(alone):
-        np.testing.assert_allclose(out[len(TEXTS) + i], want, atol=1e-6)
-    np.testing.assert_allclose(out[3][0], alone[0][0], atol=1e-6)  # "Paris" wherever it is
+        np.testing.assert_allclose(out[len(TEXTS) + i], want, atol=CONTRACT_ATOL)
+    np.testing.assert_allclose(out[3][0], alone[0][0], atol=CONTRACT_ATOL)  # "Paris" anywhere
 
 
 def test_training_on_suffix_tags_beats_the_random_features():
@@ -194,7 +196,7 @@ def test_long_tokens_are_split_into_bounded_calls():
     with torch.no_grad():
         together = model(words)
         alone = torch.cat([model([w]) for w in words])
-    torch.testing.assert_close(together, alone, rtol=0, atol=1e-6)
+    torch.testing.assert_close(together, alone, rtol=0, atol=CONTRACT_ATOL)
 
 
 def test_wrappers_pass_labels_on_to_a_trainable_member():

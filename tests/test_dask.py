@@ -24,6 +24,8 @@ db = pytest.importorskip("dask.bag")
 distributed = pytest.importorskip("distributed")
 pytest.importorskip("pyarrow")
 
+from tolerances import CONTRACT_ATOL, proba_atol  # noqa: E402
+
 import skembed  # noqa: E402
 import skembed.dask as sd  # noqa: E402
 from skembed import TransformerDocumentEmbeddings, TransformerEmbeddings  # noqa: E402
@@ -96,8 +98,8 @@ def doc_emb(minilm_path):
 def reference(doc_emb, corpus, one_thread) -> np.ndarray:
     """The single-process result: all 2,000 documents in one call, in this process.
 
-    With the same torch thread count (1) the workers' partitions reproduce it exactly (0
-    measured); a different thread count alone moves values by ~2e-6.
+    The workers run other batches in other processes, so their rows match it within the
+    contract's tolerance, not bit for bit (how close depends on the CPU's kernels).
     """
     skembed.set_cache(enabled=False)  # really run the network, and keep no states here
     try:
@@ -131,7 +133,7 @@ def _check_ran_on_workers(client, n_docs: int, client_before: dict) -> None:
 
 def _check_equal(values: np.ndarray, reference: np.ndarray) -> None:
     assert values.shape == reference.shape
-    assert np.abs(values - reference).max() <= 1e-6
+    assert np.abs(values - reference).max() <= CONTRACT_ATOL
 
 
 def test_fitted_estimator_ships_small_and_meta_runs_nothing(doc_emb, corpus):
@@ -195,9 +197,11 @@ def test_token_frames_and_parquet(client, minilm_path, corpus, tmp_path):
     assert frame["token"].tolist() == [t for d in ragged.tokens for t in d]
     assert (frame.index == np.repeat(docs.index, ragged.lengths)).all()
     assert frame["position"].tolist() == [j for n in ragged.lengths for j in range(n)]
-    assert np.abs(frame.iloc[:, 2:].to_numpy() - ragged.to_numpy()).max() <= 1e-6
+    assert np.abs(frame.iloc[:, 2:].to_numpy() - ragged.to_numpy()).max() <= CONTRACT_ATOL
     sd.to_parquet(tok, small, tmp_path / "tokens")
-    pd.testing.assert_frame_equal(dd.read_parquet(tmp_path / "tokens").compute(), frame)
+    # A second run on the workers, whose partitions may meet other cached states.
+    written = dd.read_parquet(tmp_path / "tokens").compute()
+    pd.testing.assert_frame_equal(written, frame, check_exact=False, rtol=0, atol=CONTRACT_ATOL)
 
 
 def test_delayed_and_bag(client, doc_emb, corpus):
@@ -208,13 +212,13 @@ def test_delayed_and_bag(client, doc_emb, corpus):
     chunks = [docs[i : i + 50] for i in range(0, 200, 50)]
     parts = dask.compute(*[dask.delayed(doc_emb.transform)(c) for c in chunks])
     _check_ran_on_workers(client, 200, before)
-    assert np.abs(np.concatenate(parts) - expected).max() <= 1e-6
+    _check_equal(np.concatenate(parts), expected)
 
     _reset_workers(client)
     rows = db.from_sequence(docs, npartitions=4).map_partitions(doc_emb.transform).compute()
     _check_ran_on_workers(client, 200, before)
     assert len(rows) == 200
-    assert np.abs(np.stack(rows) - expected).max() <= 1e-6
+    _check_equal(np.stack(rows), expected)
 
 
 def test_fit_on_a_worker(client, minilm_path, corpus, reference):
@@ -241,7 +245,8 @@ def test_predict_with_a_fitted_pipeline(client, doc_emb, corpus):
     assert (predicted.to_numpy() == pipe.predict(docs)).all()
     proba = sd.transform(pipe, texts, method="predict_proba").compute()
     assert list(proba.columns) == ["other", "river"]
-    assert np.abs(proba.to_numpy() - pipe.predict_proba(docs)).max() <= 1e-6
+    # Features from the workers are within the contract's tolerance of the client's.
+    assert np.abs(proba.to_numpy() - pipe.predict_proba(docs)).max() <= proba_atol(pipe[-1])
 
 
 def _times_in_memory(dask_scheduler, keys) -> list[int]:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from tolerances import CONTRACT_ATOL
 
 import skembed
 from skembed import cache_info, clear_cache
@@ -119,7 +120,7 @@ def test_batch_invariance_and_chunking(lm_path):
     batched = FlairEmbeddings(str(lm_path), device="cpu", batch_size=4, chars_per_chunk=5).fit()
     out = batched.transform(DOCS + [""])
     for i, want in enumerate(alone):
-        np.testing.assert_allclose(out[i], want, atol=1e-6)
+        np.testing.assert_allclose(out[i], want, atol=CONTRACT_ATOL)
     assert out[len(DOCS)].shape == (0, 10)
     assert list(batched.get_feature_names_out()[:2]) == ["flair_0", "flair_1"]
 
