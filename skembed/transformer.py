@@ -41,8 +41,7 @@ class _HFEmbedder(BaseTokenEmbedder):
 
     def iter_batches(self, docs):
         check_is_fitted(self, "n_features_out_")
-        _hf.prime_words(self._get_model(), docs)
-        return super().iter_batches(docs)
+        return _hf.in_call(self._get_model(), docs, super().iter_batches(docs))
 
     def _doc_cost(self, doc):
         # Batches sorted by sub-tokens, the length the model sees, waste less on padding than
@@ -51,7 +50,7 @@ class _HFEmbedder(BaseTokenEmbedder):
         if hf is None:
             return super()._doc_cost(doc)
         try:
-            return sum(map(len, map(hf.word_ids.__getitem__, doc)))
+            return hf.word_ids.n_subtokens(doc)
         except KeyError:  # dropped from the bounded word cache since
             return sum(map(len, _hf.word_ids(hf, doc)))
 
@@ -214,8 +213,7 @@ class TransformerEmbeddings(_HFEmbedder):
         """Yield ``(document indices, rows)``: each document's word vectors pooled into one
         row; documents whose states are cached are read a whole forward pass at a time."""
         check_is_fitted(self, "n_features_out_")
-        _hf.prime_words(self._get_model(), docs)
-        return self._iter_pooled_states(docs, pooling)
+        return _hf.in_call(self._get_model(), docs, self._iter_pooled_states(docs, pooling))
 
 
 def _read_group(states, layers, mix, op: str) -> tuple[torch.Tensor, list[int]]:
