@@ -37,7 +37,7 @@ from ._input import check_documents, document_chunks, read_once, resolve_tokeniz
 from ._pooling import pool_tensors
 from ._shared import SHARED, patience, wait
 from .cache import MODELS, STATES, _nbytes, admits, doc_key
-from .ragged import RaggedEmbeddings
+from .ragged import RaggedEmbeddings, labelled
 
 _VALIDATE_CHUNK = 4096  # documents validated at a time by fit
 # Cached states are pooled _POOL_CHUNK batches at a time: few calls (each has a fixed cost),
@@ -227,7 +227,7 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
             One ``(n_tokens_i, n_features)`` block per document.
         """
         check_is_fitted(self, "n_features_out_")
-        return self.embed_documents(self._documents(X))
+        return labelled(self.embed_documents(self._documents(X)), X)
 
     def _documents(self, X) -> list[list[str]]:
         """Validate ``X`` into token lists with this embedder's tokenizer."""

@@ -50,6 +50,10 @@ class RaggedEmbeddings:
         The tokens of each document.
     feature_names : sequence of str, optional
         One name per column; ``f"x{j}"`` when omitted.
+    index : pandas.Index, optional
+        One label per document: the index of the pandas Series or DataFrame the documents came
+        from, which :meth:`to_frame` shows in its ``doc`` level. ``None`` (the default, also
+        for a list or a Series with the default ``0..n-1`` index) means positions.
 
     Examples
     --------
@@ -63,7 +67,7 @@ class RaggedEmbeddings:
     0            c  0.0  0.0  0.0
     """
 
-    def __init__(self, data, offsets, tokens, feature_names=None):
+    def __init__(self, data, offsets, tokens, feature_names=None, index=None):
         data = torch.as_tensor(data)
         if data.ndim != 2:
             raise ValueError(f"data must be 2-D (total_tokens, dim), got shape {tuple(data.shape)}")
@@ -80,6 +84,7 @@ class RaggedEmbeddings:
         self.feature_names = np.asarray(feature_names, dtype=object)
         if len(self.feature_names) != data.shape[1]:
             raise ValueError(f"{len(self.feature_names)} feature names for {data.shape[1]} columns")
+        self.index = _check_index(index, len(self.tokens))
 
     @classmethod
     def from_list(cls, arrays: Sequence, tokens, feature_names=None, dim: int | None = None):
@@ -157,6 +162,7 @@ class RaggedEmbeddings:
             offsets,
             [self.tokens[p] for p in positions],
             self.feature_names,
+            None if self.index is None else self.index[positions],
         )
 
     def __iter__(self):
@@ -196,13 +202,20 @@ class RaggedEmbeddings:
     def to_frame(self):
         """Long pandas DataFrame: index ``(doc, position)``, a ``token`` column, one column per feature.
 
-        The ``token`` column is a pandas string column; a lone surrogate (not valid Unicode,
+        ``doc`` is the document's label in the pandas Series or DataFrame that was embedded
+        (see ``index``), or its position when the input had no such labels (a list, or the
+        default ``0..n-1`` index). The ``token`` column is a pandas string column; a lone surrogate (not valid Unicode,
         which Arrow-backed strings refuse) shows as U+FFFD there, as ``errors="replace"``
         decoding would give. The vectors are those of the tokens as given."""
         import pandas as pd
 
         lengths = self.lengths
-        doc = np.repeat(np.arange(len(self)), lengths)
+        if self.index is None:
+            doc = np.repeat(np.arange(len(self)), lengths)
+        else:
+            doc = self.index.repeat(lengths)
+            if isinstance(doc, pd.MultiIndex):  # one level "doc" holding the label tuples
+                doc = doc.to_flat_index()
         pos = np.concatenate([np.arange(n) for n in lengths] or [np.zeros(0, dtype=np.int64)])
         index = pd.MultiIndex.from_arrays([doc, pos.astype(np.int64)], names=["doc", "position"])
         frame = pd.DataFrame(self.to_numpy(), index=index, columns=list(self.feature_names))
@@ -217,3 +230,29 @@ class RaggedEmbeddings:
         state = self.__dict__.copy()
         state["data"] = self.data.detach().cpu()
         return state
+
+
+def _check_index(index, n_docs: int):
+    """``index`` as a pandas Index of ``n_docs`` labels, or None (positions)."""
+    if index is None:
+        return None
+    import pandas as pd
+
+    index = pd.Index(index)
+    if len(index) != n_docs:
+        raise ValueError(f"{len(index)} index labels for {n_docs} documents")
+    return index
+
+
+def labelled(ragged: RaggedEmbeddings, X) -> RaggedEmbeddings:
+    """``ragged``, embedded from ``X``, labelled with the index of ``X`` when ``X`` is a pandas
+    Series or DataFrame whose index is not the default ``0..n-1`` (then positions say it all),
+    so that :meth:`RaggedEmbeddings.to_frame` shows those labels."""
+    import pandas as pd
+
+    if isinstance(X, pd.Series | pd.DataFrame):
+        index = X.index
+        default = isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
+        if not default:
+            ragged.index = _check_index(index, len(ragged))
+    return ragged

@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._input import check_documents, resolve_tokenizer
 from .base import TextTransformerMixin
-from .ragged import RaggedEmbeddings
+from .ragged import RaggedEmbeddings, labelled
 
 _CHUNK = 256  # documents per step of iter_batches; each member batches inside a step
 
@@ -186,7 +186,7 @@ class StackedEmbeddings(TextTransformerMixin, _BaseComposition, auto_wrap_output
             device.
         """
         check_is_fitted(self, "n_features_out_")
-        return self.embed_documents(self._documents(X))
+        return labelled(self.embed_documents(self._documents(X)), X)
 
     def embed_documents(self, docs: list[list[str]]) -> RaggedEmbeddings:
         """Embed already split documents with every member and concatenate per token."""

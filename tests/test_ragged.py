@@ -75,3 +75,24 @@ def test_empty_and_validation():
         RaggedEmbeddings(torch.zeros(3, 2), [0, 2], [["a"]])
     with pytest.raises(ValueError, match="token lists"):
         RaggedEmbeddings(torch.zeros(3, 2), [0, 3], [["a"], ["b"]])
+
+
+def test_index_labels_kept_through_slicing_and_pickling(ragged):
+    import pickle
+
+    import pandas as pd
+
+    assert ragged.index is None  # positions
+    labelled = RaggedEmbeddings(ragged.data, ragged.offsets, ragged.tokens, index=["x", "y", "z"])
+    frame = labelled.to_frame()
+    assert frame.index.get_level_values("doc").tolist() == ["x", "x", "x", "z"]
+    assert frame.index.names == ["doc", "position"]
+    assert labelled[[2, 0]].to_frame().index.tolist() == [("z", 0), ("x", 0), ("x", 1), ("x", 2)]
+    assert labelled[1:].index.tolist() == ["y", "z"]
+    assert pickle.loads(pickle.dumps(labelled)).index.equals(pd.Index(["x", "y", "z"]))
+    tuples = RaggedEmbeddings(
+        ragged.data, ragged.offsets, ragged.tokens, index=pd.MultiIndex.from_tuples([(1, "a")] * 3)
+    )
+    assert tuples.to_frame().index.get_level_values("doc")[0] == (1, "a")
+    with pytest.raises(ValueError, match="2 index labels for 3 documents"):
+        RaggedEmbeddings(ragged.data, ragged.offsets, ragged.tokens, index=[1, 2])

@@ -226,3 +226,18 @@ def test_nested_stack_and_empty_documents(files):
 def test_invalid_members(embeddings, error, match):
     with pytest.raises(error, match=match):
         StackedEmbeddings(embeddings).fit()
+
+
+def test_to_frame_keeps_pandas_index_labels(files, bert):
+    import pandas as pd
+
+    texts = ["the prison cell", "my cell phone rang"]
+    for embedder in (make_stack(files, bert), TransformerEmbeddings(bert, device="cpu")):
+        embedder.fit()
+        frame = embedder.transform(pd.Series(texts, index=[10, 20])).to_frame()
+        assert frame.index.get_level_values("doc").tolist() == [10] * 3 + [20] * 4
+        one_column = pd.DataFrame({"text": texts}, index=["a", "b"])
+        assert embedder.transform(one_column).to_frame().index[-1] == ("b", 3)
+        default = embedder.transform(pd.Series(texts)).to_frame()  # 0..n-1: positions
+        assert default.index.get_level_values("doc").tolist() == [0] * 3 + [1] * 4
+        assert embedder.transform(texts).index is None
