@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from . import cache as _cache
-from .resolve import not_found, offline, skembed_home
+from .resolve import NETWORK_TIMEOUT, not_found, offline, skembed_home
 
 # fairseq RoBERTa names, as Flair's tutorial uses them, and legacy short names.
 ALIASES = {
@@ -74,6 +74,7 @@ def resolve_model(name) -> str:
     looked.append(local)
     if (local / "config.json").is_file():
         return str(local)
+    failed = None
     try:
         from huggingface_hub import constants, snapshot_download
 
@@ -81,15 +82,64 @@ def resolve_model(name) -> str:
         try:
             return snapshot_download(repo, local_files_only=True)
         except Exception:
-            if not offline():
-                return snapshot_download(repo)
+            pass
     except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
         pass
+    else:
+        if not offline():
+            try:
+                return hub_snapshot(repo)
+            except Exception as exc:  # no network, unknown name: the not-found error below
+                failed = exc
     hint = (
         f"Fetch it on a machine with internet: `hf download {repo} --local-dir {local}` "
         "(then copy that folder here), or pass the path of a folder written by save_pretrained."
     )
-    raise not_found("transformer model", name, looked, [f"https://huggingface.co/{repo}"], hint)
+    raise not_found(
+        "transformer model",
+        name,
+        looked,
+        [f"https://huggingface.co/{repo}"],
+        hint,
+        failed=failed,
+        candidates=local_model_names(),
+    ) from None
+
+
+def hub_snapshot(repo: str, **kwargs) -> str:
+    """Download ``repo`` from the Hugging Face Hub (``snapshot_download(repo, **kwargs)``).
+
+    The Hub is asked about the repository first, once, with a :data:`NETWORK_TIMEOUT`: without
+    internet, or for a name the Hub does not know, that fails at once (``snapshot_download``
+    alone waits without a time limit for a server that does not answer).
+    """
+    from huggingface_hub import HfApi, snapshot_download
+
+    HfApi().model_info(repo, timeout=NETWORK_TIMEOUT)
+    return snapshot_download(repo, etag_timeout=NETWORK_TIMEOUT, **kwargs)
+
+
+def local_model_names() -> list[str]:
+    """Names of transformer models found on this machine, for "did you mean" hints: the
+    packaged MiniLM, the aliases, folders in ``$SKEMBED_HOME/transformers`` and the models in
+    Hugging Face's cache."""
+    names = list(ALIASES)
+    if packaged_minilm_path() is not None:
+        names.append("all-MiniLM-L6-v2")
+    folders = [(skembed_home() / "transformers", "")]
+    try:
+        from huggingface_hub import constants
+
+        folders.append((Path(constants.HF_HUB_CACHE), "models--"))
+    except ImportError:  # pragma: no cover
+        pass
+    for folder, prefix in folders:
+        try:
+            entries = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        except OSError:
+            continue
+        names += [e[len(prefix) :].replace("--", "/") for e in entries if e.startswith(prefix)]
+    return names
 
 
 # Bytes of words and their sub-token ids kept per loaded model, as :func:`_entry_bytes`

@@ -4,6 +4,11 @@ Resolution order for every family: an existing local path; the skembed cache
 (``$SKEMBED_HOME``, default ``~/.cache/skembed``); the caches of tools users already have
 (Hugging Face, Flair); a download only when allowed. Downloads are off when ``SKEMBED_OFFLINE``
 or ``HF_HUB_OFFLINE`` is set to a true value: then no network call is attempted.
+
+When downloads are allowed but fail (no internet, a name the server does not know), the error is
+still :class:`ModelNotFoundError`, raised after one attempt that gives up within
+:data:`NETWORK_TIMEOUT` seconds without a reply; it names the model, every place looked, how to
+get the files, the reason in one line, and close names found locally ("did you mean ...?").
 """
 
 from __future__ import annotations
@@ -12,14 +17,25 @@ import os
 import shutil
 import tempfile
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from difflib import get_close_matches
 from pathlib import Path
 
 _TRUE = {"1", "true", "yes", "on"}
 
+#: Seconds a download waits for the server (to connect, and for each read) before it gives up.
+#: There is one attempt, never a retry loop: a machine without internet fails at once.
+NETWORK_TIMEOUT = 15
+
 
 class ModelNotFoundError(FileNotFoundError):
-    """A model name could not be resolved to local files (and could not be downloaded)."""
+    """A model name could not be resolved to local files (and could not be downloaded).
+
+    When a download was tried and failed, ``download_error`` holds that error (it is not
+    chained to this one, so that the traceback stays short; the message gives its reason).
+    """
+
+    download_error: BaseException | None = None
 
 
 class FileSignature(tuple):
@@ -81,12 +97,71 @@ def flair_cache() -> Path:
     return (Path(root) if root else Path.home() / ".flair").expanduser() / "embeddings"
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """The reason of an error in one line: the first line of its message, then its type.
+
+    Examples
+    --------
+    >>> one_line(OSError("[Errno -2] Name or service not known\\nPlease check ..."))
+    '[Errno -2] Name or service not known (OSError)'
+    """
+    lines = str(exc).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{text} ({type(exc).__name__})" if text else type(exc).__name__
+
+
+def close_names(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """Names among ``candidates`` close to ``name`` (case-insensitive; an ``org/name`` also
+    matches by its last part), best first.
+
+    Examples
+    --------
+    >>> close_names("all-MiniLM-L6-v3", ["sentence-transformers/all-MiniLM-L6-v2", "gpt2"])
+    ['sentence-transformers/all-MiniLM-L6-v2']
+    """
+    key = str(name).strip().lower()
+    by_key: dict[str, list[str]] = {}
+    for cand in dict.fromkeys(candidates):
+        low = cand.lower()
+        for k in {low, low.rsplit("/", 1)[-1]}:
+            by_key.setdefault(k, []).append(cand)
+    out: list[str] = []
+    for k in get_close_matches(key, by_key, n=n, cutoff=0.75):
+        out += [c for c in by_key[k] if c not in out and c.lower() != key]
+    return out[:n]
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """``"Did you mean 'x'?"`` for the names of ``candidates`` close to ``name``, or ``""``."""
+    close = close_names(name, candidates)
+    return f"Did you mean {' or '.join(map(repr, close))}?" if close else ""
+
+
 def not_found(
-    kind: str, name: str, looked: Sequence, urls: Sequence[str] = (), hint: str = ""
+    kind: str,
+    name: str,
+    looked: Sequence,
+    urls: Sequence[str] = (),
+    hint: str = "",
+    *,
+    failed: BaseException | None = None,
+    candidates: Iterable[str] = (),
 ) -> ModelNotFoundError:
-    """Build the error for a model that is nowhere: names it, every place looked, and the fix."""
+    """Build the error for a model that is nowhere: names it, every place looked, and the fix.
+
+    ``failed`` is the error of a download attempt (its reason goes in the message, the error
+    itself in ``download_error``; raise the result ``from None``); ``candidates`` are names
+    seen locally, offered when close to ``name``.
+    """
     lines = [f"Could not find {kind} {name!r}. Looked in:"]
     lines += [f"  - {p}" for p in looked]
+    if failed is not None:
+        lines.append(f"The download failed: {one_line(failed)}")
+    suggestion = did_you_mean(name, candidates)
+    if suggestion:
+        lines.append(suggestion)
     if urls:
         lines.append("Download it from:")
         lines += [f"  {u}" for u in urls]
@@ -96,7 +171,9 @@ def not_found(
         lines.append("Downloads are disabled (SKEMBED_OFFLINE or HF_HUB_OFFLINE is set).")
     if hint:
         lines.append(hint)
-    return ModelNotFoundError("\n".join(lines))
+    error = ModelNotFoundError("\n".join(lines))
+    error.download_error = failed
+    return error
 
 
 def download(url: str, dest: Path) -> Path:
@@ -106,7 +183,10 @@ def download(url: str, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+        with (
+            os.fdopen(fd, "wb") as out,
+            urllib.request.urlopen(url, timeout=NETWORK_TIMEOUT) as resp,
+        ):
             shutil.copyfileobj(resp, out)
         os.replace(tmp, dest)
     except BaseException:
@@ -146,6 +226,5 @@ def find_file(
         try:
             return download(urls[0], skembed_home() / filename)
         except Exception as exc:  # network errors become the not-found error below
-            hint = f"The download failed: {exc}"
-            raise not_found(kind, name, looked, urls, hint) from exc
+            raise not_found(kind, name, looked, urls, failed=exc) from None
     raise not_found(kind, name, looked, urls)

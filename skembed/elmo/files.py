@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..resolve import ModelNotFoundError, download, not_found, offline, skembed_home
+from ..resolve import (
+    ModelNotFoundError,
+    did_you_mean,
+    download,
+    not_found,
+    offline,
+    skembed_home,
+)
 
 _BASE = "https://allennlp.s3.amazonaws.com/models/elmo/"
 
@@ -53,9 +60,7 @@ def _from_id(name: str) -> tuple[Path, Path]:
             for url, path in missing:
                 download(url, path)
         except Exception as exc:  # network errors become the not-found error below
-            raise not_found(
-                "ELMo model", name, paths, urls, hint=f"The download failed: {exc}"
-            ) from exc
+            raise not_found("ELMo model", name, paths, urls, failed=exc) from None
     elif missing:
         raise not_found("ELMo model", name, paths, urls)
     return paths[0], paths[1]
@@ -109,8 +114,11 @@ def resolve_elmo(model) -> tuple[Path, Path]:
             f"model={str(model)!r} is a single file; ELMo needs two: pass "
             "(options_path, weights_path), or the directory holding both."
         )
+    suggestion = did_you_mean(str(model), ELMO_MODELS)
     raise ModelNotFoundError(
         f"Could not find ELMo model {str(model)!r}: it is not one of the ids {list(ELMO_MODELS)}, "
-        f"and {path} is not a directory. Looked in:\n  - {path.resolve()}\nPass an id, a "
-        "directory with one options (*.json) and one weights (*.hdf5) file, or a pair of paths."
+        f"and {path} is not a directory. Looked in:\n  - {path.resolve()}\n"
+        + (f"{suggestion}\n" if suggestion else "")
+        + "Pass an id, a directory with one options (*.json) and one weights (*.hdf5) file, "
+        "or a pair of paths."
     )

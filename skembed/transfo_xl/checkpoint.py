@@ -149,15 +149,18 @@ def resolve_folder(name) -> Path:
             if (found / "config.json").is_file():
                 return found
         if not offline():
+            from .._hf import hub_snapshot
+
             try:
-                return Path(snapshot_download(repos[-1], allow_patterns=FILES))
-            except Exception as exc:
-                hint = f"The download failed: {exc}"
-                raise _not_found(name, looked, repos[-1], hint) from exc
+                return Path(hub_snapshot(repos[-1], allow_patterns=FILES))
+            except Exception as exc:  # no network, unknown name: one clean error
+                raise _not_found(name, looked, repos[-1], failed=exc) from None
     raise _not_found(name, looked, repos[-1])
 
 
-def _not_found(name, looked, repo, hint=""):
+def _not_found(name, looked, repo, failed=None):
+    from .._hf import local_model_names
+
     local = skembed_home() / "transformers" / repo.replace("/", "--")
     fix = (
         f"Fetch it on a machine with internet: `hf download {repo} config.json "
@@ -170,7 +173,9 @@ def _not_found(name, looked, repo, hint=""):
         name,
         looked,
         [f"https://huggingface.co/{repo}"],
-        "\n".join(filter(None, [hint, fix])),
+        fix,
+        failed=failed,
+        candidates=[*HUB_NAMES, *local_model_names()],
     )
 
 

@@ -71,6 +71,7 @@ def resolve_word_file(name) -> Path:
             str(name),
             [path],
             hint="It is neither an existing file nor a known id. Ids: " + ", ".join(KNOWN_IDS),
+            candidates=[*_ENGLISH, *(f"en-{k}" for k in _ENGLISH)],
         )
     urls = [f"{FLAIR_URL}/{filename}", f"{FLAIR_URL}/{filename}.vectors.npy"]
     main = find_file("word embeddings", str(name), filename, urls, extra_dirs=[flair_cache()])
@@ -81,6 +82,5 @@ def resolve_word_file(name) -> Path:
         try:
             download(urls[1], vectors)
         except Exception as exc:  # network errors become the not-found error
-            hint = f"The download failed: {exc}"
-            raise not_found("word embeddings", str(name), [vectors], urls[1:], hint) from exc
+            raise not_found("word embeddings", str(name), [vectors], urls[1:], failed=exc) from None
     return main

@@ -1,0 +1,165 @@
+"""The errors a newcomer meets first: models that are not there (with and without downloads
+allowed), a RaggedEmbeddings given to a classifier, one-element token lists, fitting a
+DocumentPoolEmbeddings without X, and pickles of another skembed version."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from skembed.resolve import ModelNotFoundError
+
+# Every family, by a name that is nowhere on this machine: (label, constructor, name in message).
+MISSING = [
+    ("transformer", "TransformerEmbeddings('bert-base-uncased')", "bert-base-uncased"),
+    ("bert", "BertEmbeddings()", "bert-base-uncased"),
+    ("typo", "TransformerEmbeddings('all-MiniLM-L6-v3')", "all-MiniLM-L6-v3"),
+    ("document", "TransformerDocumentEmbeddings('bert-base-uncased')", "bert-base-uncased"),
+    ("flair", "FlairEmbeddings('news-forward')", "news-forward"),
+    ("elmo", "ELMoEmbeddings('small')", "small"),
+    ("word", "WordEmbeddings('glove')", "glove"),
+    ("transfo_xl", "TransformerXLEmbeddings()", "transfo-xl-wt103"),
+]
+
+# Runs in a fresh process with downloads allowed (neither SKEMBED_OFFLINE nor HF_HUB_OFFLINE
+# set when huggingface_hub is imported) and every server unreachable: the Hub endpoint and
+# the proxies point at a closed local port, so nothing is ever downloaded, with or without
+# internet, and a connection is refused at once.
+_SCRIPT = """
+import json, sys, time
+import skembed
+from skembed import *
+out = {}
+for label, ctor in json.loads(sys.argv[1]):
+    start = time.monotonic()
+    try:
+        eval(ctor).fit()
+        out[label] = {"type": None}
+        continue
+    except BaseException as exc:
+        out[label] = {
+            "type": type(exc).__name__,
+            "message": str(exc),
+            "cause": exc.__cause__ is not None,
+            "context_shown": exc.__context__ is not None and not exc.__suppress_context__,
+            "download_error": type(getattr(exc, "download_error", None)).__name__,
+            "seconds": time.monotonic() - start,
+        }
+print("RESULT" + json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def no_network_errors(tmp_path_factory):
+    """``label -> what fit() raised`` for every entry of :data:`MISSING`."""
+    home = tmp_path_factory.mktemp("no_network")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.upper() not in {"SKEMBED_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"}
+        and k.upper() != "NO_PROXY"
+    }
+    closed = "http://127.0.0.1:9"
+    env.update(
+        SKEMBED_HOME=str(home / "skembed"),
+        HF_HOME=str(home / "hf"),
+        FLAIR_CACHE_ROOT=str(home / "flair"),
+        HF_ENDPOINT=closed,
+        http_proxy=closed,
+        https_proxy=closed,
+        HTTP_PROXY=closed,
+        HTTPS_PROXY=closed,
+    )
+    cases = json.dumps([(label, ctor) for label, ctor, _ in MISSING])
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_SCRIPT), cases],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
+    assert line, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return json.loads(line[0][len("RESULT") :])
+
+
+@pytest.mark.parametrize("label, ctor, name", MISSING, ids=[m[0] for m in MISSING])
+def test_no_network_gives_skembeds_error(no_network_errors, label, ctor, name):
+    got = no_network_errors[label]
+    # skembed's own error (a FileNotFoundError), not huggingface_hub's or urllib's
+    assert got["type"] == "ModelNotFoundError", got
+    message = got["message"]
+    assert repr(name) in message
+    assert "Looked in:" in message and "\n  - " in message  # every place looked
+    assert "https://" in message  # where to get the files
+    assert "The download failed: " in message  # the reason, in one line
+    # One short error: the download's error is kept on the exception, not chained to it.
+    assert not got["cause"] and not got["context_shown"], got
+    assert got["download_error"] != "NoneType"
+    # One attempt, refused at once: a hang guard against retry loops, not a speed goal.
+    assert got["seconds"] < 30, got
+
+
+def test_no_network_suggests_the_packaged_model(no_network_errors, minilm_path):
+    assert "did you mean 'all-minilm-l6-v2'" in no_network_errors["typo"]["message"].lower()
+
+
+def test_offline_error_suggests_close_local_names(monkeypatch, tmp_path, minilm_path):
+    from huggingface_hub import constants
+
+    from skembed import ELMoEmbeddings, TransformerEmbeddings, WordEmbeddings
+
+    home = tmp_path / "home"
+    (home / "transformers" / "my-org--sentiment-model").mkdir(parents=True)
+    hub = tmp_path / "hub"
+    (hub / "models--acme--legal-bert-small").mkdir(parents=True)
+    monkeypatch.setenv("SKEMBED_HOME", str(home))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    cases = [
+        (TransformerEmbeddings("all-MiniLM-L6-v3"), "all-MiniLM-L6-v2"),
+        (TransformerEmbeddings("my-org/sentiment-modle"), "my-org/sentiment-model"),
+        (TransformerEmbeddings("acme/legal-bert-smal"), "acme/legal-bert-small"),
+        (ELMoEmbeddings("smal"), "small"),
+        (WordEmbeddings("glov"), "glove"),
+    ]
+    for estimator, close in cases:
+        with pytest.raises(ModelNotFoundError) as info:
+            estimator.fit()
+        assert re.search(f"did you mean {re.escape(repr(close))}", str(info.value), re.I)
+        assert info.value.__cause__ is None
+
+
+def test_download_gives_up_after_one_short_attempt(monkeypatch, tmp_path):
+    """A file download is one attempt with a short time limit, and its failure the usual
+    error, naming the model, the places looked and the URL."""
+    from skembed import resolve
+
+    calls = []
+
+    def refuse(url, timeout=None):
+        calls.append(timeout)
+        raise OSError("[Errno 101] Network is unreachable\nmore details")
+
+    monkeypatch.delenv("SKEMBED_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("SKEMBED_HOME", str(tmp_path))
+    monkeypatch.setattr(resolve.urllib.request, "urlopen", refuse)
+    start = time.monotonic()
+    with pytest.raises(ModelNotFoundError) as info:
+        resolve.find_file("test model", "m", "m.bin", ["https://example.org/m.bin"])
+    assert time.monotonic() - start < 30
+    assert calls == [resolve.NETWORK_TIMEOUT] and resolve.NETWORK_TIMEOUT <= 30
+    message = str(info.value)
+    assert "'m'" in message and str(tmp_path / "m.bin") in message
+    assert "https://example.org/m.bin" in message
+    assert "The download failed: [Errno 101] Network is unreachable (OSError)\n" in message
+    assert "more details" not in message
+    assert isinstance(info.value.download_error, OSError)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
