@@ -30,6 +30,7 @@ most the state cache's byte budget of states (all processes' together, give or t
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import os
 import secrets
@@ -45,6 +46,9 @@ from safetensors.torch import save_file
 ENV = "SKEMBED_SHARED_STATES"
 _FOLDER_PREFIX = "skembed-states-"
 _OFF = "off"
+_KEPT = "kept:"  # before the folder's path in ENV: a directory kept across sessions
+_BATCHES = "batches"  # the batch files' subfolder in a kept directory (few entries to list)
+DEFAULT_DISK_BYTES = 10 << 30  # 10 GiB of states in a kept directory, oldest read first out
 _FORMAT = b"states-1"  # in every entry name: processes that write another layout never meet
 
 
@@ -94,6 +98,12 @@ def _alive(claim: str) -> bool:
     return state not in _DEAD and (not started or start == started)
 
 
+def _session_folder() -> str:
+    """A new temporary folder name for this process's session (made on first write)."""
+    name = f"{_FOLDER_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    return os.path.join(tempfile.gettempdir(), name)
+
+
 def _remove_stale(parent: str) -> None:
     """Remove the folders of sessions whose first process is gone (it could not clean up)."""
     try:
@@ -119,6 +129,12 @@ class SharedStates:
         # Inherited from the session's first process (this is a sibling), or None: then this
         # is a first process, and the folder is named on first use (see ``start``).
         self.root: str | None = os.environ.get(ENV)
+        # A directory set by set_cache(directory=...): kept across sessions, written by every
+        # process (the first one too), bounded by ``max_disk_bytes``.
+        self.kept = self.root is not None and self.root.startswith(_KEPT)
+        if self.kept:
+            self.root = self.root[len(_KEPT) :]
+        self.max_disk_bytes = DEFAULT_DISK_BYTES
         self._owner_pid: int | None = None  # the first process; a fork of it is a sibling
         self.enabled = self.root != _OFF
         self.hits = 0  # documents read from the folder
@@ -128,6 +144,7 @@ class SharedStates:
         self._prefixes: dict = {}
         self._held: set[str] = set()  # entries claimed by this process and not yet done
         self._marked: tuple[int, str] = (-1, "")
+        self._tags: tuple[int, str] = (-1, "")
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -140,13 +157,39 @@ class SharedStates:
         with self._lock:
             if self.root is not None:
                 return
-            parent = tempfile.gettempdir()
-            _remove_stale(parent)
-            root = os.path.join(parent, f"{_FOLDER_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
-            os.environ[ENV] = root if self.enabled else _OFF
+            _remove_stale(tempfile.gettempdir())
+            root = _session_folder()
             self._owner_pid = os.getpid()
             self.root = root
+            self._export()
             atexit.register(self.remove)
+
+    def _export(self) -> None:
+        """Tell the processes started from now on (they read the environment at import)."""
+        if not self.enabled:
+            os.environ[ENV] = _OFF
+        else:
+            os.environ[ENV] = (_KEPT if self.kept else "") + self.root
+
+    def keep_in(self, directory: str | os.PathLike | None) -> None:
+        """Keep states in ``directory`` from now on, across processes and sessions (made if
+        missing, never removed by skembed); None: back to a temporary folder of this
+        session. In the first process, also for the processes it starts from now on."""
+        self.start()
+        if directory is None:
+            if self.kept:
+                self.kept = False
+                if self.owner:
+                    self.root = _session_folder()
+                    self._export()
+            return
+        root = os.path.abspath(os.path.expanduser(os.fspath(directory)))
+        os.makedirs(root, exist_ok=True)
+        if self.owner and not self.kept:
+            self.remove()  # the session's temporary folder, unused from now on
+        self.kept, self.root = True, root
+        if self.owner:
+            self._export()
 
     def _mark(self) -> str:
         """This process's claim target (read once per process: a fork gets its own)."""
@@ -162,7 +205,7 @@ class SharedStates:
     @property
     def active(self) -> bool:
         """Whether this process shares states with its siblings."""
-        return self.enabled and not self.owner and self.root not in (None, _OFF)
+        return self.enabled and (self.kept or not self.owner) and self.root not in (None, _OFF)
 
     def usable(self) -> bool:
         """Whether a call should look in the folder: in a sibling, or in the first process
@@ -176,7 +219,7 @@ class SharedStates:
         self.enabled = bool(enabled)
         self.start()
         if self.owner:
-            os.environ[ENV] = self.root if enabled else _OFF
+            self._export()
 
     # -- names -----------------------------------------------------------------
     def names(self, keys: list[tuple]) -> list[str]:
@@ -228,11 +271,11 @@ class SharedStates:
                     os.unlink(self._path(name))
                 except OSError:
                     pass
-            if self.owner or not self.enabled or self._link(me, name):
+            if not self.active or self._link(me, name):
                 mine.append(k)
             else:
                 pending.append(k)
-        if not self.owner:
+        if self.active:
             with self._lock:
                 self._held.update(names[k] for k in mine)
         return mine, pending, done
@@ -257,7 +300,7 @@ class SharedStates:
 
     def release(self, names: list[str]) -> None:
         """Give up claims of this process (its forward pass failed, or it keeps nothing)."""
-        if self.owner:  # it claims nothing
+        if not self.active:  # it claims nothing
             return
         me = self._mark()
         with self._lock:
@@ -275,30 +318,39 @@ class SharedStates:
         mark the documents done; False (nothing written) when the folder would hold more than
         ``budget`` bytes of states (of all processes together), or cannot be written (sharing
         then stops here)."""
-        if self.owner or not self.enabled:
+        if not self.active:
             return False
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         size = sum(t.nbytes for t in tensors.values()) + 1024  # and the file's header, about
-        mine, total = self._usage()
-        if total + size > budget:
-            return False
+        if self.kept:
+            if not self._make_room(size):
+                return False
+        else:
+            mine, total = self._usage()
+            if total + size > budget:
+                return False
         pid = os.getpid()
         with self._lock:
             self._batches += 1
-            file = f"states-{pid}-{self._batches}"
+            # Unique across sessions too (a kept directory outlives pids): pid and a random tag.
+            file = f"states-{pid}-{self._tag()}-{self._batches}"
+            if self.kept:
+                file = f"{_BATCHES}/{file}"
         try:
-            os.makedirs(self._path("usage"), exist_ok=True)
-            temp = self._path(f"tmp-{file}")
+            os.makedirs(self._path(_BATCHES if self.kept else "usage"), exist_ok=True)
+            folder, _, base = file.rpartition("/")
+            temp = self._path(os.path.join(folder, f"tmp-{base}"))
             save_file(tensors, temp)  # straight to the file: no copy in between
             os.replace(temp, self._path(file))
             for k, name in enumerate(names):
                 link = self._path(f"tmp-{pid}-{name}")
                 os.symlink(f"{file}:{k}", link)
                 os.replace(link, self._path(name))
-            temp = self._path(f"usage/tmp-{pid}")
-            with open(temp, "w") as f:
-                f.write(str(mine + size))
-            os.replace(temp, self._path(f"usage/{pid}"))
+            if not self.kept:
+                temp = self._path(f"usage/tmp-{pid}")
+                with open(temp, "w") as f:
+                    f.write(str(mine + size))
+                os.replace(temp, self._path(f"usage/{pid}"))
         except OSError:
             self.enabled = False
             return False
@@ -306,6 +358,32 @@ class SharedStates:
             self._held.difference_update(names)
         self.bytes += size
         self.writes += len(names)
+        return True
+
+    def _tag(self) -> str:
+        """A random tag of this process (a fork gets its own), in its batch files' names."""
+        if self._tags[0] != os.getpid():
+            self._tags = (os.getpid(), secrets.token_hex(4))
+        return self._tags[1]
+
+    def _make_room(self, size: int) -> bool:
+        """In a kept directory: remove the batch files read or written longest ago until
+        ``size`` more bytes fit in ``max_disk_bytes``; False when they never can. Their
+        documents' entries then name a file that is gone: computed again when needed."""
+        if size > self.max_disk_bytes:
+            return False
+        try:
+            with os.scandir(self._path(_BATCHES)) as found:
+                files = [(e.stat().st_mtime_ns, e.stat().st_size, e.path) for e in found]
+        except OSError:  # no batch file yet
+            return True
+        total = sum(n for _, n, _ in files)
+        for _, n, path in sorted(files):
+            if total + size <= self.max_disk_bytes:
+                break
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                total -= n
         return True
 
     def _usage(self) -> tuple[int, int]:
@@ -332,19 +410,24 @@ class SharedStates:
         unreadable (its documents are then computed again)."""
         try:
             with open(self._path(file), "rb") as f:
-                return load_tensors(f.read())
+                tensors = load_tensors(f.read())
+            if self.kept:  # read recently: the last to go when room is needed
+                os.utime(self._path(file))
+            return tensors
         except Exception:  # OSError, or safetensors' own error on a damaged file
             return None
 
     def clear(self) -> None:
-        """Zero the counters; in the first process (it owns the folder), drop every state."""
+        """Zero the counters; in the first process (it owns the folder), drop every state,
+        except in a kept directory."""
         self.hits = self.writes = 0
-        if self.owner:
+        if self.owner and not self.kept:
             self.remove()
 
     def remove(self) -> None:
-        """Remove the folder (at exit, in the first process only: not in a forked child)."""
-        if self.owner and self.root not in (None, _OFF):
+        """Remove the folder (at exit, in the first process only: not in a forked child),
+        unless it is a kept directory."""
+        if self.owner and not self.kept and self.root not in (None, _OFF):
             shutil.rmtree(self.root, ignore_errors=True)
 
 

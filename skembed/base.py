@@ -518,7 +518,9 @@ class _Computation:
                 STATES.put(keys[k], states[k])
         if mine:
             self._compute_claimed(index, keys, states, mine, [names[k] for k in mine])
-        if gone:
+        if gone and SHARED.active:  # published anew: the next reader finds them
+            self._compute_claimed(index, keys, states, gone, [names[k] for k in gone])
+        elif gone:
             self._compute(index, keys, states, gone)
         return pending
 
@@ -560,10 +562,13 @@ class _Computation:
         except BaseException:
             SHARED.release(names)
             raise
-        packed = self.embedder._pack_states(new) if self.keep else None
+        # A kept directory takes every state (it has a disk budget); a session's folder only
+        # those that fit in memory too (siblings keep what they read).
+        publish = self.keep or SHARED.kept
+        packed = self.embedder._pack_states(new) if publish else None
         if packed is None or not SHARED.publish(names, packed, STATES.max_bytes):
             SHARED.release(names)
-            self.shared = self.shared and bool(self.keep) and SHARED.enabled
+            self.shared = self.shared and bool(publish) and SHARED.enabled
 
     def _compute(self, index: list[int], keys: list, states: list, positions: list[int]):
         """Run the network on ``index[j] for j in positions`` into ``states`` (and the cache,
@@ -576,6 +581,7 @@ class _Computation:
         batches = -(-len(positions) // max(1, self.budget[0]))
         per_batch = (time.perf_counter() - start) / max(1, batches)
         self.batch_seconds = max(self.batch_seconds, per_batch)
+        STATES.count_computed(len(new))
         if self.keep is None:
             self.keep = admits(sum(map(_nbytes, new)) / len(new), self.n_docs)
         for j, state in zip(positions, new):

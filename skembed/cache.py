@@ -30,6 +30,7 @@ from ._shared import SHARED
 from .resolve import FileSignature
 
 _DEFAULT_STATE_BYTES = 1 << 30  # 1 GiB
+_UNSET = object()  # set_cache(directory=None) means "no directory": unset is another value
 _DEFAULT_MODELS = 8
 
 
@@ -152,6 +153,11 @@ class StateCache:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.computed = 0  # documents this process ran through a network
+
+    def count_computed(self, n: int) -> None:
+        with self._lock:
+            self.computed += n
 
     def get(self, key: Hashable, count: bool = True):
         """The state stored under ``key``, or None; ``count=False`` leaves the hit and miss
@@ -204,7 +210,7 @@ class StateCache:
         with self._lock:
             self._items.clear()
             self._bytes = 0
-            self.hits = self.misses = 0
+            self.hits = self.misses = self.computed = 0
 
     @property
     def nbytes(self) -> int:
@@ -238,6 +244,8 @@ def set_cache(
     max_bytes: int | None = None,
     shared: bool | None = None,
     max_models: int | None = None,
+    directory=_UNSET,
+    max_disk_bytes: int | None = None,
 ) -> None:
     """Configure the caches of this process.
 
@@ -262,6 +270,20 @@ def set_cache(
         first. A model dropped from the cache still serves the estimators that use it; the
         next ``fit`` that needs it loads it again. Models whose files were rewritten in place
         are dropped when the new files are loaded, whatever this number.
+    directory : str or path, optional
+        Keep forward-pass states in this folder (made if missing), across processes and
+        sessions: a notebook run again tomorrow with the same model files, precision, device
+        kind and documents runs no document through the network (``cache_info()``'s
+        ``documents_computed`` stays 0). Files are safetensors (reading them runs no code),
+        written atomically, so concurrent processes (the workers of a grid search, two
+        notebooks) can share the folder. Keys hold the model files' paths, sizes and
+        modification times: rewritten model files give new states. ``clear_cache()`` leaves the
+        folder alone; delete it to drop it. ``None``: back to a temporary folder per session.
+        Set it before worker processes start.
+    max_disk_bytes : int, optional
+        Bytes of batch files the ``directory`` holds at most (10 GiB by default); the files
+        read or written longest ago go first, and their documents are computed again when
+        needed.
 
     Examples
     --------
@@ -286,6 +308,14 @@ def set_cache(
         STATES.resize(max_bytes)
     if shared is not None:
         SHARED.set_enabled(shared)
+    if max_disk_bytes is not None:
+        if isinstance(max_disk_bytes, bool) or not isinstance(max_disk_bytes, numbers.Integral):
+            raise ValueError(f"max_disk_bytes must be an integer, got {max_disk_bytes!r}")
+        if max_disk_bytes < 0:
+            raise ValueError(f"max_disk_bytes must be >= 0, got {max_disk_bytes}")
+        SHARED.max_disk_bytes = int(max_disk_bytes)
+    if directory is not _UNSET:
+        SHARED.keep_in(directory)
     if max_models is not None:
         if (
             isinstance(max_models, bool)
@@ -326,7 +356,8 @@ def _clear_word_caches() -> None:
 
 def cache_info() -> dict:
     """Counts of this process's caches: loads per model, models loaded (and kept at most),
-    state entries, bytes, hits and misses (a miss read from a sibling process counts in ``shared_hits`` too, one published
+    documents this process ran through a network (``documents_computed``), state entries,
+    bytes, hits and misses (a miss read from a sibling process counts in ``shared_hits`` too, one published
     for them in ``shared_writes``; ``shared_states`` says whether this process shares)."""
     return {
         "model_loads": dict(MODELS.loads),
@@ -338,7 +369,9 @@ def cache_info() -> dict:
         "state_max_bytes": STATES.max_bytes,
         "state_hits": STATES.hits,
         "state_misses": STATES.misses,
+        "documents_computed": STATES.computed,
         "shared_states": SHARED.active,
         "shared_hits": SHARED.hits,
         "shared_writes": SHARED.writes,
+        "state_directory": SHARED.root if SHARED.kept else None,
     }
