@@ -57,6 +57,9 @@ def embed(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except CLIError as exc:
+        work = _work_folder(args.output)
+        if work.is_dir() and [p.name for p in work.iterdir()] == [_MANIFEST]:
+            shutil.rmtree(work)  # nothing done to resume from
         print(f"skembed embed: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -168,6 +168,7 @@ def test_missing_rows(tmp_path, api, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("skembed embed: error:") and "row 1 is missing" in err
     assert "--missing" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "v.parquet.partial").exists()  # it failed in its first chunk
     assert run("embed", path, tmp_path / "v.parquet", "--missing", "skip") == 0
     frame = pd.read_parquet(tmp_path / "v.parquet")
     assert frame["id"].tolist() == [0, 2, 3]
