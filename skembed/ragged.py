@@ -22,7 +22,7 @@ def token_column(tokens: list[str], dtype=None):
 
     Examples
     --------
-    >>> list(token_column(["a", "b\ud800"]))
+    >>> list(token_column(["a", "b" + chr(0xD800)]))
     ['a', 'b\ufffd']
     """
     import pandas as pd

