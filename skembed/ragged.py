@@ -223,8 +223,16 @@ class RaggedEmbeddings:
         return frame
 
     def __array__(self, dtype=None, copy=None):
-        arr = self.to_numpy()
-        return arr.astype(dtype) if dtype is not None else arr
+        # Not one row per document: an array of it would give a classifier one sample per
+        # token (sklearn: "inconsistent numbers of samples"). Say what to do instead.
+        raise TypeError(
+            "A RaggedEmbeddings holds one block of token vectors per document "
+            f"({len(self)} documents, {int(self.offsets[-1])} tokens of {self.dim} features), "
+            "not one row per document, so it is not the 2-D input of a classifier. Add "
+            "DocumentPoolEmbeddings() after the token embedder (or wrap it: "
+            "DocumentPoolEmbeddings(embedder)) to get one row per document; for token-level "
+            "arrays use .padded(), .to_frame(), .to_numpy() (flat) or .to_list()."
+        )
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -163,3 +163,56 @@ def test_download_gives_up_after_one_short_attempt(monkeypatch, tmp_path):
     assert "more details" not in message
     assert isinstance(info.value.download_error, OSError)
     assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+# -- a RaggedEmbeddings given to a classifier ------------------------------------------------
+
+
+@pytest.fixture
+def ragged():
+    import torch
+
+    from skembed import RaggedEmbeddings
+
+    blocks = [torch.ones(3, 2), torch.zeros(4, 2), torch.ones(2, 2), torch.ones(2, 2)]
+    return RaggedEmbeddings.from_list(blocks, [["a"] * 3, ["b"] * 4, ["c"] * 2, ["d"] * 2])
+
+
+def _says_what_to_do(info) -> None:
+    message = str(info.value)
+    assert "DocumentPoolEmbeddings" in message
+    assert ".padded()" in message and ".to_frame()" in message
+    assert "4 documents, 11 tokens" in message
+
+
+def test_ragged_is_not_an_array(ragged):
+    import numpy as np
+    from sklearn.utils import check_array
+
+    for convert in (np.asarray, np.array, check_array):
+        with pytest.raises(TypeError) as info:
+            convert(ragged)
+        _says_what_to_do(info)
+
+
+def test_ragged_given_to_a_classifier(ragged):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    # Not sklearn's "inconsistent numbers of samples: [11, 4]".
+    with pytest.raises(TypeError) as info:
+        LogisticRegression().fit(ragged, [0, 1, 0, 1])
+    _says_what_to_do(info)
+    with pytest.raises(TypeError, match="DocumentPoolEmbeddings"):
+        StandardScaler().fit(ragged)
+
+
+def test_pipeline_without_pooling_says_to_add_it(tiny_model):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from skembed import TransformerEmbeddings
+
+    pipe = make_pipeline(TransformerEmbeddings(tiny_model("bert")), LogisticRegression())
+    with pytest.raises(TypeError, match=r"Add DocumentPoolEmbeddings\(\) after"):
+        pipe.fit(["a good film", "bad", "an awful one", "fine"], [1, 0, 0, 1])
