@@ -24,6 +24,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def main() -> None:
+    import dask
     import dask.dataframe as dd
     from distributed import Client, LocalCluster
     from sklearn.linear_model import LogisticRegression
@@ -45,11 +46,12 @@ def main() -> None:
 
     start = time.perf_counter()
     with (
+        tempfile.TemporaryDirectory(prefix="skembed-dask-") as tmp,  # the Parquet files too
+        dask.config.set({"temporary-directory": tmp}),  # the cluster's scratch space
         LocalCluster(
             n_workers=2, threads_per_worker=1, dashboard_address=None, silence_logs=logging.ERROR
         ) as cluster,
         Client(cluster) as client,
-        tempfile.TemporaryDirectory() as tmp,
     ):
         print(f"local cluster of 2 worker processes up in {time.perf_counter() - start:.1f} s")
         texts = dd.from_pandas(test, npartitions=4)  # a DataFrame: text and label columns

