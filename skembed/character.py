@@ -149,7 +149,8 @@ class CharacterEmbeddings(BaseTokenEmbedder):
     Attributes
     ----------
     weights_ : dict of str to torch.Tensor
-        The network's ``state_dict`` (CPU tensors); it pickles with the estimator.
+        The network's ``state_dict`` (CPU tensors); it pickles (as numpy arrays, so that
+        ``skops.io`` saves it too) with the estimator.
     characters_ : str
         The character vocabulary.
     classes_ : ndarray or None
@@ -206,6 +207,23 @@ class CharacterEmbeddings(BaseTokenEmbedder):
         vf = self.validation_fraction
         if not isinstance(vf, numbers.Real) or isinstance(vf, bool) or not 0 <= vf < 1:
             raise ValueError(f"validation_fraction must be in [0, 1), got {vf!r}.")
+
+    # -- persistence: the weights travel as numpy arrays --------------------------------
+    def __getstate__(self):
+        # Plain arrays, which skops.io saves and loads without trusting any torch type.
+        state = dict(super().__getstate__())  # a copy: the object keeps its tensors
+        if "weights_" in state:
+            state["weights_"] = {k: v.numpy() for k, v in state["weights_"].items()}
+        return state
+
+    def __setstate__(self, state):
+        if "weights_" in state:
+            weights = {
+                k: torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v
+                for k, v in state["weights_"].items()
+            }
+            state = {**state, "weights_": weights}
+        super().__setstate__(state)
 
     # -- the model: built from the fitted weights, never shared through MODELS ---------
     def _model_key(self) -> Hashable:
