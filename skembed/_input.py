@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -142,6 +144,43 @@ def check_tokens(tokens, where) -> list[str]:
     return out
 
 
+def _one_token_with_spaces(doc) -> bool:
+    """Whether ``doc`` is a list (tuple, array) of one token string holding several words."""
+    if isinstance(doc, str) or not isinstance(doc, list | tuple | np.ndarray) or len(doc) != 1:
+        return False
+    token = doc[0]
+    return isinstance(token, str) and len(token.split(maxsplit=1)) > 1
+
+
+def warn_one_token_documents(docs: Sequence) -> None:
+    """Warn when every document is a list of one token holding whitespace, as
+    ``df[["text"]].values.tolist()`` gives: each text would be embedded as one token.
+    Cheap: it stops at the first document that is not such a list."""
+    if len(docs) and all(map(_one_token_with_spaces, docs)):
+        warnings.warn(
+            f"Every document is a list of one token that contains whitespace (e.g. "
+            f"{_show(list(docs[0]))}), so each text is embedded as a single token. This is "
+            "what df[['text']].values.tolist() gives. Pass the texts as strings instead: "
+            "df['text'], a list of strings, or a 2-D numpy array of one column "
+            "(df[['text']].to_numpy()); or split them into tokens first.",
+            UserWarning,
+            stacklevel=_outside_skembed(),
+        )
+
+
+def _outside_skembed() -> int:
+    """The ``stacklevel`` of the first caller outside skembed (and scikit-learn, whose
+    wrappers call it), for a warning issued by the function calling this one: the warning
+    then names the user's line."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in (
+        "skembed",
+        "sklearn",
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def check_documents(X, tokenizer=None) -> list[list[str]]:
     """Validate ``X`` and return one list of token strings per document.
 
@@ -170,7 +209,11 @@ def check_documents(X, tokenizer=None) -> list[list[str]]:
     docs, labels = _documents_of(X)
     if split is whitespace_tokenizer and all(map(str.__instancecheck__, docs)):
         return list(map(str.split, docs))  # the usual case, at C speed: lists of strings
-    start = X.start if isinstance(X, DocumentChunk) else 0
+    if isinstance(X, DocumentChunk):  # document_chunks warned about the whole input
+        start = X.start
+    else:
+        start = 0
+        warn_one_token_documents(docs)
     out: list[list[str]] = []
     for i, doc in enumerate(docs):
         where = functools.partial(_where, i, labels, start)
@@ -246,6 +289,7 @@ def document_chunks(X, size: int) -> Iterator[DocumentChunk]:
     for i, doc in enumerate(docs):
         if not isinstance(doc, str):
             _check_kind(doc, functools.partial(_where, i, labels))
+    warn_one_token_documents(docs)
     for start in range(0, len(docs), size):
         part = labels[start : start + size] if labels is not None else None
         yield DocumentChunk(docs[start : start + size], part, start, len(docs))

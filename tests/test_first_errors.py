@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import pytest
 
@@ -216,3 +217,44 @@ def test_pipeline_without_pooling_says_to_add_it(tiny_model):
     pipe = make_pipeline(TransformerEmbeddings(tiny_model("bert")), LogisticRegression())
     with pytest.raises(TypeError, match=r"Add DocumentPoolEmbeddings\(\) after"):
         pipe.fit(["a good film", "bad", "an awful one", "fine"], [1, 0, 0, 1])
+
+
+# -- one-element token lists ---------------------------------------------------------------
+
+
+def _one_token_warnings(record) -> list:
+    return [w for w in record if "list of one token that contains whitespace" in str(w.message)]
+
+
+def test_one_element_lists_warn_once():
+    import pandas as pd
+
+    from skembed import check_documents
+
+    df = pd.DataFrame({"text": ["the cat sat", "a dog", "birds fly south"]})
+    with pytest.warns(UserWarning) as record:
+        docs = check_documents(df[["text"]].values.tolist())
+    assert docs == [["the cat sat"], ["a dog"], ["birds fly south"]]  # as given, but warned
+    found = _one_token_warnings(record)
+    assert len(found) == 1
+    message = str(found[0].message)
+    assert "df['text']" in message and "2-D numpy array" in message
+    assert found[0].filename == __file__  # points at the caller's line
+    # Only then: one word per document, some documents, strings, several tokens.
+    for X in ([["the"], ["cat"]], [["the cat"], ["a", "dog"]], ["the cat"], [("a", "b c")], []):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            check_documents(X)
+
+
+def test_one_element_lists_warn_once_per_call_in_chunks(tiny_model):
+    from skembed import DocumentPoolEmbeddings, TransformerEmbeddings
+
+    X = [[f"text number {i}"] for i in range(150)]  # three chunks of 64 documents
+    pooler = DocumentPoolEmbeddings(TransformerEmbeddings(tiny_model("bert"), batch_size=1))
+    with pytest.warns(UserWarning) as record:
+        pooler.fit(X)
+    assert len(_one_token_warnings(record)) == 1
+    with pytest.warns(UserWarning) as record:
+        assert pooler.transform(X).shape[0] == 150
+    assert len(_one_token_warnings(record)) == 1
