@@ -32,3 +32,14 @@ def test_cli_lists_quickstart(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "quickstart" in capsys.readouterr().out
+
+
+def test_choosing_page_is_linked_and_names_real_classes():
+    import skembed
+
+    assert "(docs/choosing.md)" in (ROOT / "README.md").read_text()
+    assert "choosing.md" in (ROOT / "mkdocs.yml").read_text()
+    page = (ROOT / "docs" / "choosing.md").read_text()
+    named = set(re.findall(r"\b([A-Z][A-Za-z0-9]*Embeddings)\b", page))
+    assert len(named) >= 14
+    assert named <= set(skembed.__all__) | {"SentenceTransformer"}, named - set(skembed.__all__)
