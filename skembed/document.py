@@ -139,11 +139,32 @@ class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimato
         self.pooling = pooling
         self.output = output
 
-    def fit(self, X, y=None):
-        """Fit the wrapped embedder (passing ``y`` on), or record the size of the token vectors."""
+    def fit(self, X=None, y=None):
+        """Fit the wrapped embedder (passing ``X`` and ``y`` on), or record the size of the
+        token vectors.
+
+        Parameters
+        ----------
+        X : documents, RaggedEmbeddings or None
+            Wrapping an embedder: documents, optional as for the token embedders (an embedder
+            that learns from them, such as ``CharacterEmbeddings``, needs them). Standing after
+            a token embedder: its ``RaggedEmbeddings``, required.
+        y : passed on to the wrapped embedder
+
+        Returns
+        -------
+        self
+        """
         check_choice("pooling", self.pooling, POOLINGS)
         check_choice("output", self.output, OUTPUTS)
         if self.embeddings is None:
+            if X is None:
+                raise TypeError(
+                    "DocumentPoolEmbeddings without `embeddings` stands after a token embedder "
+                    "and is fitted on its RaggedEmbeddings: fit(embedder.transform(texts)), or "
+                    "in a Pipeline. To fit without data, wrap the embedder: "
+                    "DocumentPoolEmbeddings(embedder).fit()."
+                )
             ragged = self._check_ragged(X, fitted=False)
             self.n_features_in_ = ragged.dim
             self.feature_names_in_ = np.asarray(ragged.feature_names, dtype=object)

@@ -258,3 +258,17 @@ def test_one_element_lists_warn_once_per_call_in_chunks(tiny_model):
     with pytest.warns(UserWarning) as record:
         assert pooler.transform(X).shape[0] == 150
     assert len(_one_token_warnings(record)) == 1
+
+
+# -- DocumentPoolEmbeddings.fit() without X ------------------------------------------------
+
+
+def test_document_pool_fits_without_data_when_wrapping(tiny_model):
+    from skembed import DocumentPoolEmbeddings, TransformerEmbeddings
+
+    pooler = DocumentPoolEmbeddings(TransformerEmbeddings(tiny_model("bert")))
+    assert pooler.fit() is pooler
+    assert pooler.transform(["a short text", ""]).shape == (2, pooler.n_features_in_)
+    # Standing after an embedder, it needs that embedder's output, and says so.
+    with pytest.raises(TypeError, match=r"DocumentPoolEmbeddings\(embedder\)\.fit\(\)"):
+        DocumentPoolEmbeddings().fit()
