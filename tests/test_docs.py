@@ -10,8 +10,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_reviews_dataset():
     texts, labels = load_reviews()
-    assert len(texts) == len(labels) == 200
-    assert set(labels) == {"positive", "negative"}
+    assert len(texts) == len(labels) == 300
+    assert labels.count("positive") == labels.count("negative") == 150
+    assert len(set(texts)) == len(texts)
     frame = load_reviews(as_frame=True)
     assert list(frame.columns) == ["text", "label"]
 
