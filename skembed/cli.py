@@ -61,7 +61,16 @@ def _quickstart(args) -> int:
     """Train and score a small text classifier on the packaged MiniLM model, offline."""
     from .quickstart import main as quickstart_main
 
-    return quickstart_main()
+    return quickstart_main(args=args)
+
+
+def _quickstart_arguments(parser) -> None:
+    from .quickstart import add_arguments
+
+    add_arguments(parser)
+
+
+_quickstart.add_arguments = _quickstart_arguments
 
 
 def _version() -> str:
