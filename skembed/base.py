@@ -98,11 +98,67 @@ class TextTransformerMixin(TransformerMixin):
         return super().__sklearn_clone__()
 
     def __getstate__(self):
+        from . import __version__
+
         SHARED.start()  # the same for workers an estimator is pickled to
         state = super().__getstate__()
         for name in self._transient:
             state.pop(name, None)
+        state["_skembed_version"] = __version__  # checked when loaded, as sklearn's version
         return state
+
+    def __setstate__(self, state):
+        """Warn (:class:`skembed.exceptions.InconsistentVersionWarning`) when another skembed
+        version pickled this estimator; parameters its pickle lacks get their defaults, and
+        any other missing attribute's error names the version (see ``__getattr__``)."""
+        import inspect
+
+        from . import __version__
+        from .exceptions import InconsistentVersionWarning
+
+        state = dict(state)
+        saved = state.pop("_skembed_version", None)
+        state.pop("_skembed_pickled_with", None)
+        if saved != __version__:
+            missing = []
+            if hasattr(self, "_get_param_names"):
+                params = inspect.signature(type(self).__init__).parameters
+                for name in self._get_param_names():
+                    if name not in state and params[name].default is not params[name].empty:
+                        state[name] = params[name].default
+                        missing.append(name)
+            warnings.warn(
+                InconsistentVersionWarning(
+                    estimator_name=type(self).__name__,
+                    original_version=saved,
+                    current_version=__version__,
+                    missing=missing,
+                ),
+                stacklevel=2,
+            )
+            state["_skembed_pickled_with"] = (
+                f"skembed {saved}" if saved else "an older skembed (its version not recorded)"
+            )
+        super().__setstate__(state)
+
+    def __getattr__(self, name):
+        # Only called for a missing attribute: after loading a pickle of another version,
+        # say which one saved it (the attribute may be new since then).
+        saved = None if name.startswith("__") else self.__dict__.get("_skembed_pickled_with")
+        if saved is None:
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self
+            )
+        from . import __version__
+
+        raise AttributeError(
+            f"{type(self).__name__!r} object has no attribute {name!r}: it was pickled with "
+            f"{saved} and loaded with skembed {__version__}, which expects it. Refit "
+            f"the estimator with skembed {__version__}, or load it with the version that saved "
+            "it.",
+            name=name,
+            obj=self,
+        )
 
     def _check_common_params(self) -> None:
         SHARED.start()

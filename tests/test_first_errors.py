@@ -272,3 +272,52 @@ def test_document_pool_fits_without_data_when_wrapping(tiny_model):
     # Standing after an embedder, it needs that embedder's output, and says so.
     with pytest.raises(TypeError, match=r"DocumentPoolEmbeddings\(embedder\)\.fit\(\)"):
         DocumentPoolEmbeddings().fit()
+
+
+# -- pickles of another skembed version -----------------------------------------------------
+
+
+def test_pickle_records_the_version_and_warns_on_another(monkeypatch, tiny_model):
+    import pickle
+
+    import skembed
+    from skembed import TransformerEmbeddings
+    from skembed.exceptions import InconsistentVersionWarning
+
+    est = TransformerEmbeddings(tiny_model("bert"), pooling_operation="mean").fit(["a b"])
+    assert est.__getstate__()["_skembed_version"] == skembed.__version__
+    with warnings.catch_warnings():  # the same version: silent
+        warnings.simplefilter("error")
+        same = pickle.loads(pickle.dumps(est))
+    assert same.pooling_operation == "mean" and not hasattr(same, "_skembed_version")
+
+    # An "older" version, whose estimators had no pooling_operation and no n_features_out_.
+    monkeypatch.setattr(skembed, "__version__", "0.0.9")
+    del est.pooling_operation, est.n_features_out_
+    blob = pickle.dumps(est)
+    monkeypatch.undo()
+    with pytest.warns(InconsistentVersionWarning) as record:
+        old = pickle.loads(blob)
+    warning = record[0].message
+    assert (warning.original_version, warning.current_version) == ("0.0.9", skembed.__version__)
+    assert warning.missing == ["pooling_operation"]
+    assert "skembed 0.0.9" in str(warning) and "refit" in str(warning)
+    assert old.pooling_operation == "first"  # the default
+    assert old.get_params()["pooling_operation"] == "first"
+    with pytest.raises(AttributeError, match=r"'n_features_out_'.*pickled with skembed 0\.0\.9"):
+        _ = old.n_features_out_
+    assert not hasattr(old, "no_such_attribute_")  # hasattr still works
+
+
+def test_pickle_without_a_version_warns(tiny_model):
+    from skembed import DocumentPoolEmbeddings
+    from skembed.exceptions import InconsistentVersionWarning
+
+    state = DocumentPoolEmbeddings(pooling="max").__getstate__()
+    del state["_skembed_version"]  # as pickled before versions were recorded
+    loaded = DocumentPoolEmbeddings.__new__(DocumentPoolEmbeddings)
+    with pytest.warns(InconsistentVersionWarning, match="did not record its version"):
+        loaded.__setstate__(state)
+    assert loaded.pooling == "max"
+    with pytest.raises(AttributeError, match="version not recorded"):
+        _ = loaded.embeddings_
