@@ -22,8 +22,12 @@ class InconsistentVersionWarning(UserWarning):
 
     Examples
     --------
-    >>> import warnings
-    >>> warnings.simplefilter("ignore", InconsistentVersionWarning)  # to silence it
+    >>> import pickle, warnings
+    >>> from skembed import TransformerEmbeddings
+    >>> blob = pickle.dumps(TransformerEmbeddings("all-MiniLM-L6-v2"))
+    >>> with warnings.catch_warnings():  # to silence it
+    ...     warnings.simplefilter("ignore", InconsistentVersionWarning)
+    ...     loaded = pickle.loads(blob)
     """
 
     def __init__(self, *, estimator_name, original_version, current_version, missing=()):
