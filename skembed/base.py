@@ -74,7 +74,7 @@ class TextTransformerMixin(TransformerMixin):
     """Tags, ``set_output`` and pickling shared by every skembed estimator."""
 
     # Attributes holding loaded weights: dropped when pickling, reloaded lazily.
-    _transient: tuple[str, ...] = ("_model", "_device", "_model_for", "_oom_warned")
+    _transient: tuple[str, ...] = ("_model", "_device", "_model_for", "_oom_warned", "_copy_of")
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -101,7 +101,9 @@ class TextTransformerMixin(TransformerMixin):
         from . import __version__
 
         SHARED.start()  # the same for workers an estimator is pickled to
-        state = super().__getstate__()
+        # A copy: on Python 3.11+ the state is the estimator's own __dict__, which pickling
+        # must not change (the loaded model stays with the estimator).
+        state = dict(super().__getstate__())
         for name in self._transient:
             state.pop(name, None)
         state["_skembed_version"] = __version__  # checked when loaded, as sklearn's version
@@ -480,9 +482,11 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
         return states
 
     def _warn_out_of_memory(self, size: int, new_size: int) -> None:
-        if self.__dict__.get("_oom_warned"):
+        # Once per estimator: a copy made for a deferred result warns for the one it copies.
+        origin = self.__dict__.get("_copy_of", self)
+        if origin.__dict__.get("_oom_warned"):
             return
-        self._oom_warned = True
+        origin._oom_warned = True
         warnings.warn(
             f"{type(self).__name__} ran out of memory on {self._device} with a batch of {size}; "
             f"retrying with smaller batches ({new_size}). Set batch_size={new_size} or lower "

@@ -202,23 +202,18 @@ class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimato
         check_is_fitted(self, "n_features_in_")
         if self.embeddings is None:
             ragged = self._check_ragged(X)
-            return self._finish(pool(ragged.data.float(), ragged.lengths, self.pooling))
+            if ragged.source is None:
+                return self._finish(pool(ragged.data.float(), ragged.lengths, self.pooling))
+            # The deferred output of a token embedder before this step: pooled as if this
+            # step wrapped it (rows from the state store; the token rows are never made).
+            emb, docs = ragged.source
+            return self._finish(self._pool_rows(emb, docs, len(docs)), device=emb._device)
         emb = self.embeddings_
-        combine = getattr(emb, "_combine_key", None)
-        cached = combine is not None and STATES.enabled
         out = None
         # A chunk of documents at a time: the token lists of a large input are never all held.
         size = _CHUNK_BATCHES * getattr(emb, "batch_size", 32)  # a stack has no batch size
         for chunk in document_chunks(X, size):
-            docs = emb._documents(chunk)
-            token = CALL_DOCUMENTS.set(chunk.total)  # the state cache judges the whole input
-            try:
-                if cached and docs:
-                    rows = self._cached_rows(emb, docs, combine())
-                else:
-                    rows = self._pool_documents(emb, docs)
-            finally:
-                CALL_DOCUMENTS.reset(token)
+            rows = self._pool_rows(emb, emb._documents(chunk), chunk.total)
             if out is None:  # rows of the cache are on the host; computed ones on the device
                 out = (
                     rows
@@ -230,6 +225,19 @@ class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimato
         if out is None:
             out = torch.zeros((0, self.n_features_in_))
         return self._finish(out, device=getattr(emb, "_device", None))
+
+    def _pool_rows(self, emb, docs: list[list[str]], total: int) -> torch.Tensor:
+        """The pooled rows of ``docs``, part of an input of ``total`` documents: kept in the
+        state store per block of columns when the embedder has cheap settings to key them
+        by (``_combine_key``) and the store is on, else pooled batch by batch."""
+        combine = getattr(emb, "_combine_key", None)
+        token = CALL_DOCUMENTS.set(total)  # the state cache judges the whole input
+        try:
+            if combine is not None and STATES.enabled and docs:
+                return self._cached_rows(emb, docs, combine())
+            return self._pool_documents(emb, docs)
+        finally:
+            CALL_DOCUMENTS.reset(token)
 
     def _cached_rows(self, emb, docs: list[list[str]], combine_key) -> torch.Tensor:
         """Pooled rows, kept in the state cache per block of columns (a :class:`RowTable`

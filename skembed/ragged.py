@@ -85,6 +85,39 @@ class RaggedEmbeddings:
         if len(self.feature_names) != data.shape[1]:
             raise ValueError(f"{len(self.feature_names)} feature names for {data.shape[1]} columns")
         self.index = _check_index(index, len(self.tokens))
+        self.source = None
+
+    @classmethod
+    def deferred(cls, embedder, documents: list[list[str]], feature_names) -> RaggedEmbeddings:
+        """The token vectors of ``documents`` by the fitted token embedder ``embedder``,
+        computed when ``data`` is first read (``embedder.embed_documents(documents)``).
+
+        Until then they are only a promise that a pooler can keep without materialising the
+        token rows: :class:`~skembed.DocumentPoolEmbeddings` standing after the embedder in a
+        ``Pipeline`` reads ``source`` (the embedder and the documents) and takes each document's
+        pooled row from the state store, as when it wraps the embedder.
+        """
+        out = cls.__new__(cls)
+        out._data = None
+        out.offsets = np.zeros(len(documents) + 1, dtype=np.int64)
+        out.offsets[1:] = np.cumsum([len(d) for d in documents])
+        out.tokens = documents
+        out.feature_names = np.asarray(feature_names, dtype=object)
+        out.index = None
+        out.source = (embedder, documents)
+        return out
+
+    @property
+    def data(self) -> torch.Tensor:
+        """The flat ``(total_tokens, dim)`` tensor (computed on first read when deferred)."""
+        if self._data is None:
+            embedder, documents = self.source
+            self._data = embedder.embed_documents(documents).data
+        return self._data
+
+    @data.setter
+    def data(self, value) -> None:
+        self._data = value
 
     @classmethod
     def from_list(cls, arrays: Sequence, tokens, feature_names=None, dim: int | None = None):
@@ -113,17 +146,18 @@ class RaggedEmbeddings:
     @property
     def dim(self) -> int:
         """Number of features per token."""
-        return int(self.data.shape[1])
+        return len(self.feature_names)
 
     @property
     def shape(self) -> tuple[int, int]:
         """``(total_tokens, dim)`` of the flat data."""
-        return tuple(self.data.shape)
+        return int(self.offsets[-1]), self.dim
 
     def __repr__(self) -> str:
+        device = "not computed yet" if self._data is None else self._data.device
         return (
-            f"RaggedEmbeddings(n_docs={len(self)}, total_tokens={self.data.shape[0]}, "
-            f"dim={self.dim}, device={self.data.device})"
+            f"RaggedEmbeddings(n_docs={len(self)}, total_tokens={self.shape[0]}, "
+            f"dim={self.dim}, device={device})"
         )
 
     # -- indexing --------------------------------------------------------------
@@ -236,8 +270,16 @@ class RaggedEmbeddings:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["data"] = self.data.detach().cpu()
+        state["_data"] = self.data.detach().cpu()
+        state["source"] = None  # the embedder stays here: its vectors travel
         return state
+
+    def __setstate__(self, state) -> None:
+        if "data" in state:  # pickled before ``data`` could be deferred
+            state["_data"] = state.pop("data")
+        state.setdefault("source", None)
+        state.setdefault("index", None)
+        self.__dict__.update(state)
 
 
 def _check_index(index, n_docs: int):

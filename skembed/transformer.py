@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from sklearn.utils.validation import check_is_fitted
 
@@ -9,6 +11,7 @@ from . import _hf
 from ._layers import mix_weights, parse_layers
 from ._pooling import pool
 from .base import BaseTokenEmbedder, check_choice, store_params
+from .ragged import RaggedEmbeddings, labelled
 from .resolve import file_signature
 
 POOLING_OPERATIONS = ("first", "last", "first_last", "mean")
@@ -214,6 +217,30 @@ class TransformerEmbeddings(_HFEmbedder):
         row; documents whose states are cached are read a whole forward pass at a time."""
         check_is_fitted(self, "n_features_out_")
         return _hf.in_call(self._get_model(), docs, self._iter_pooled_states(docs, pooling))
+
+    def transform(self, X) -> RaggedEmbeddings:
+        """Embed every token of every document.
+
+        Parameters
+        ----------
+        X : list, tuple, numpy array, pandas Series or one-column DataFrame
+            Documents: strings (split by ``tokenizer``) or lists of token strings.
+
+        Returns
+        -------
+        RaggedEmbeddings
+            One ``(n_tokens_i, n_features)`` block per document. The vectors are computed
+            when its ``data`` is first read: a ``DocumentPoolEmbeddings`` after this step in a
+            ``Pipeline`` takes the documents' pooled rows from the state store without them,
+            as when it wraps this embedder.
+        """
+        check_is_fitted(self, "n_features_out_")
+        docs = self._documents(X)
+        # A copy: setting this embedder's parameters later does not change the result.
+        snapshot = copy.copy(self)
+        snapshot._copy_of = self
+        deferred = RaggedEmbeddings.deferred(snapshot, docs, self.get_feature_names_out())
+        return labelled(deferred, X)
 
 
 def _read_group(states, layers, mix, op: str) -> tuple[torch.Tensor, list[int]]:

@@ -116,7 +116,9 @@ def test_switching_combine_parameters_reuses_states(bert):
         ]
 
     want = uncached(each_setting)
-    emb.set_params(layers="-1", pooling_operation="first").fit().transform(TEXTS)
+    emb.set_params(layers="-1", pooling_operation="first").fit().transform(
+        TEXTS
+    ).to_numpy()  # computed now (transform defers the vectors)
     misses = skembed.cache_info()["state_misses"]
     assert misses == len([t for t in TEXTS if t])
     got = each_setting()
@@ -236,7 +238,7 @@ def test_documents_with_and_without_cached_states_in_one_call(bert):
     gets its own row, equal to an uncached run within batch invariance, and the network
     runs only on the new ones."""
     first = TransformerEmbeddings(bert, layers="0", batch_size=3).fit()
-    first.transform(TEXTS[3:])
+    first.transform(TEXTS[3:]).to_numpy()  # computed now (transform defers the vectors)
     misses = skembed.cache_info()["state_misses"]
     texts, order = shuffled(TEXTS + MORE, seed=3)
     emb = TransformerEmbeddings(bert, layers="-1,0", pooling_operation="mean", batch_size=3)
@@ -288,7 +290,7 @@ def test_grid_search_runs_the_network_once_per_document(bert):
 def test_budget_evicts_least_recently_used_and_results_stay_identical(bert):
     emb = TransformerEmbeddings(bert, layers="all", batch_size=2).fit()
     reference = uncached(lambda: token_arrays(emb, TEXTS))
-    emb.transform(TEXTS)
+    emb.transform(TEXTS).to_numpy()  # computed now (transform defers the vectors)
     full = skembed.cache_info()["state_bytes"]
     assert full > 0
     skembed.set_cache(max_bytes=full // 3)
@@ -338,7 +340,7 @@ def test_switch_off_and_clear(bert):
     off = token_arrays(emb, TEXTS)
     assert skembed.cache_info()["state_entries"] == 0
     skembed.set_cache(enabled=True)
-    emb.transform(TEXTS)
+    emb.transform(TEXTS).to_numpy()  # computed now (transform defers the vectors)
     skembed.clear_cache(models=False)
     info = skembed.cache_info()
     assert info["state_entries"] == info["state_bytes"] == info["state_hits"] == 0
@@ -389,7 +391,7 @@ def test_a_call_too_large_for_the_budget_keeps_no_states(bert, monkeypatch):
     from skembed import document
 
     emb = TransformerEmbeddings(bert, batch_size=2).fit()
-    emb.transform(MORE)
+    emb.transform(MORE).to_numpy()  # computed now (transform defers the vectors)
     per_doc = max(size for _, size in STATES._items.values())  # states and key, the largest
     skembed.clear_cache(models=False)
     # The budget holds 10 short documents' states; calls over all 15 estimate more (from
