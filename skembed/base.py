@@ -10,20 +10,17 @@ A token embedder is split in two, so that grid searches cost one forward pass:
 
 Subclasses implement ``_model_key``, ``_load_model``, ``_forward``, ``_combine`` and
 ``_n_features``; this class does input validation, lazy loading through the process-wide model
-cache, device and precision, length-sorted batching, progress bars, pickling and tags.
-
-Out of GPU memory during a forward pass, the batch is halved and retried (warned once per
-estimator); ``_forward`` implementations that batch internally (e.g. windows of long documents)
-read the current limit with :meth:`BaseTokenEmbedder._forward_batch_size`.
+cache, device and precision, progress bars, pickling and tags. A call's states come from the
+state store (:mod:`skembed._store`: memory tier, folder tier, or computed), in length-sorted
+batches whose forward passes are halved after the device runs out of memory
+(:mod:`skembed._batching`); ``_forward`` implementations that batch internally (e.g. windows
+of long documents) read the current limit with :meth:`BaseTokenEmbedder._forward_batch_size`.
 """
 
 from __future__ import annotations
 
-import contextvars
 import numbers
-import time
 import warnings
-from collections import OrderedDict
 from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
@@ -32,28 +29,19 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._device import autocast, check_cpu_precision, check_device, check_precision, resolve_device
+from ._batching import BATCH_LIMIT, length_sorted
+from ._device import check_cpu_precision, check_device, check_precision, resolve_device
 from ._input import check_documents, document_chunks, read_once, resolve_tokenizer
 from ._pooling import pool_tensors
-from ._shared import SHARED, patience, wait
-from .cache import MODELS, STATES, _nbytes, admits, doc_key
+from ._shared import SHARED
+from ._store import CallStates
+from .cache import MODELS, STATES, doc_key
 from .ragged import RaggedEmbeddings, labelled
 
 _VALIDATE_CHUNK = 4096  # documents validated at a time by fit
 # Cached states are pooled _POOL_CHUNK batches at a time: few calls (each has a fixed cost),
 # memory still a multiple of the batch size.
 _POOL_CHUNK = 8
-# Rows per forward pass after an out-of-memory retry; per thread, so concurrent calls never mix.
-_BATCH_LIMIT: contextvars.ContextVar[int | None] = contextvars.ContextVar(
-    "skembed_batch_limit", default=None
-)
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for an accelerator running out of memory (CUDA, and MPS's plain RuntimeError)."""
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 def store_params(obj, params: dict) -> None:
@@ -223,7 +211,7 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
     def _forward_batch_size(self) -> int:
         """Rows per forward pass for ``_forward``'s own batching: ``batch_size``, or less while
         retrying after the device ran out of memory."""
-        limit = _BATCH_LIMIT.get()
+        limit = BATCH_LIMIT.get()
         return self.batch_size if limit is None else max(1, min(self.batch_size, limit))
 
     # -- model -----------------------------------------------------------------
@@ -394,12 +382,11 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
     ):
         """Yield ``(batch, its non-empty documents, their states)`` over the documents
         ``subset`` in length-sorted batches; states missing from the cache are computed (and
-        cached) batch by batch, or read from sibling processes (see ``_Computation``), whose
+        cached) batch by batch, or read from other processes (see :class:`skembed._store.CallStates`), whose
         documents come in batches of their own at the end. ``count=False``: the lookups were
         counted already; ``keys``: the state keys of the documents, when the caller has them."""
-        order = sorted(subset, key=lambda i: -self._doc_cost(docs[i]))
-        batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
-        work = _Computation(self, model, docs, len(order))
+        batches = length_sorted(subset, lambda i: self._doc_cost(docs[i]), self.batch_size)
+        work = CallStates(self, model, docs, sum(map(len, batches)))
         if self.show_progress_bar:
             from tqdm.auto import tqdm
 
@@ -412,15 +399,15 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
             states = STATES.get_many(batch_keys, count=count)
             missing = [j for j, s in enumerate(states) if s is None]
             if missing:
-                later = work.fill(index, batch_keys, states, missing)
-                if later:  # computed by a sibling process: yielded by work.rest()
-                    drop = {index[j] for j in later}
+                elsewhere = work.complete(index, batch_keys, states, missing)
+                if elsewhere:  # computed by another process: yielded by work.from_others()
+                    drop = {index[j] for j in elsewhere}
                     batch = [i for i in batch if i not in drop]
                     kept = [j for j in range(len(index)) if index[j] not in drop]
                     index, states = [index[j] for j in kept], [states[j] for j in kept]
             if batch:
                 yield batch, index, states
-        yield from work.rest()
+        yield from work.from_others()
 
     # -- states shared with sibling processes (skembed._shared) --------------------
     # Families whose forward passes are worth sharing set ``_shares_states``. The hooks below
@@ -442,210 +429,3 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
         if sum(sizes) != len(flat):
             raise ValueError("inconsistent packed states")
         return [part.view(shape) for part, shape in zip(torch.split(flat, sizes), shapes)]
-
-    def _forward_fitting(
-        self, model, docs: list[list[str]], index: list[int], budget: list[int]
-    ) -> list:
-        """``_forward`` on ``docs[i] for i in index``, halving the batch when memory runs out.
-
-        ``budget[0]`` is the current batch size; it stays halved for the rest of the call, so
-        one out-of-memory error is not paid again on every later batch.
-        """
-        states: list = []
-        start = 0
-        while start < len(index):
-            size = budget[0]
-            part = [docs[i] for i in index[start : start + size]]
-            token = _BATCH_LIMIT.set(size)
-            try:
-                with torch.inference_mode(), autocast(self._device, self.precision):
-                    states.extend(self._forward(model, part))
-                start += len(part)
-                continue
-            except Exception as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                if size == 1:
-                    doc = index[start]
-                    raise type(exc)(
-                        f"Document {doc} ({len(docs[doc])} tokens) does not fit in the memory "
-                        f"of {self._device} even alone. Split it, use a smaller model or "
-                        "precision='float16', or run on device='cpu'."
-                    ) from exc
-            finally:
-                _BATCH_LIMIT.reset(token)
-            # Retry outside the except block, so the failed attempt's tensors can be freed.
-            budget[0] = max(1, size // 2)
-            self._warn_out_of_memory(size, budget[0])
-            if self._device.type == "cuda":
-                torch.cuda.empty_cache()
-        return states
-
-    def _warn_out_of_memory(self, size: int, new_size: int) -> None:
-        # Once per estimator: a copy made for a deferred result warns for the one it copies.
-        origin = self.__dict__.get("_copy_of", self)
-        if origin.__dict__.get("_oom_warned"):
-            return
-        origin._oom_warned = True
-        warnings.warn(
-            f"{type(self).__name__} ran out of memory on {self._device} with a batch of {size}; "
-            f"retrying with smaller batches ({new_size}). Set batch_size={new_size} or lower "
-            "to avoid the retries.",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-
-
-class _Computation:
-    """The states one call computes: forward passes (halved after running out of memory),
-    whether the call keeps its states (``admits``, decided on its first forward pass), and
-    the documents it shares with sibling processes (:mod:`skembed._shared`).
-
-    Sharing: before a forward pass, the missing documents are claimed; the claimed ones are
-    computed and published, those done by a sibling are read, and those a sibling is
-    computing are left for :meth:`rest`, which waits for them after this call's own work
-    (so no process waits while it holds claims it has not finished), and computes them here
-    when nothing arrives for :func:`skembed._shared.patience` seconds (a stuck sibling).
-    """
-
-    _FILES = 4  # batch files read recently, unpacked (a batch's neighbours are in them)
-
-    def __init__(self, embedder: BaseTokenEmbedder, model, docs: list[list[str]], n_docs: int):
-        self.embedder, self.model, self.docs, self.n_docs = embedder, model, docs, n_docs
-        self.budget = [embedder.batch_size]  # shrinks for the rest of the call after OOM
-        self.keep: bool | None = None
-        self.shared = embedder._shares_states and STATES.enabled and SHARED.usable()
-        self.later: list[tuple[int, Hashable]] = []  # (document, key) computed elsewhere
-        self.batch_seconds = 0.0  # the slowest batch this call ran through the network
-        self._files: OrderedDict[str, list] = OrderedDict()
-
-    def fill(self, index: list[int], keys: list, states: list, missing: list[int]) -> list[int]:
-        """Fill in ``states[j]`` for ``j in missing`` (positions in ``index``); return the
-        positions left to sibling processes (kept in ``later``)."""
-        if not self.shared:
-            self._compute(index, keys, states, missing)
-            return []
-        sub_index = [index[j] for j in missing]
-        sub_keys = [keys[j] for j in missing]
-        found = [None] * len(missing)
-        pending = self._share(sub_index, sub_keys, found)
-        for j, state in zip(missing, found):
-            states[j] = state
-        self.later += [(sub_index[k], sub_keys[k]) for k in pending]
-        return [missing[k] for k in pending]
-
-    def rest(self):
-        """Yield ``(documents, documents, states)`` for the documents left to siblings, as
-        they are published (or computed here, when a sibling gave them up, is gone, or has
-        published none of them for :func:`skembed._shared.patience` seconds)."""
-        step = 0.001
-        since = time.monotonic()  # the last arrival
-        while self.later:
-            index = [i for i, _ in self.later]
-            keys = [k for _, k in self.later]
-            states: list = [None] * len(index)
-            if self.shared:
-                pending = self._share(index, keys, states)
-                if pending and time.monotonic() - since > patience(self.batch_seconds):
-                    # A live sibling sits on them (stopped, deadlocked): the same numbers here.
-                    self._compute(index, keys, states, pending)
-                    pending = []
-            else:  # sharing stopped in this call: compute them here
-                self._compute(index, keys, states, list(range(len(index))))
-                pending = []
-            ready = [k for k, s in enumerate(states) if s is not None]
-            if ready:
-                docs = [index[k] for k in ready]
-                yield docs, docs, [states[k] for k in ready]
-                since = time.monotonic()  # progress: the clock restarts
-            else:
-                step = wait(step)
-            self.later = [self.later[k] for k in pending]
-
-    def _share(self, index: list[int], keys: list, states: list) -> list[int]:
-        """Fill ``states`` (all missing) from siblings or by claiming and computing; return
-        the positions a sibling is computing."""
-        names = SHARED.names(keys)
-        mine, pending, done = SHARED.claim(names)
-        self._read(done, states)
-        read = [k for k in done if states[k] is not None]
-        gone = [k for k in done if states[k] is None]  # cleared by the first process, damaged
-        SHARED.hits += len(read)
-        if read and self.keep is None:
-            self.keep = admits(sum(_nbytes(states[k]) for k in read) / len(read), self.n_docs)
-        if self.keep:
-            for k in read:
-                STATES.put(keys[k], states[k])
-        if mine:
-            self._compute_claimed(index, keys, states, mine, [names[k] for k in mine])
-        if gone and SHARED.active:  # published anew: the next reader finds them
-            self._compute_claimed(index, keys, states, gone, [names[k] for k in gone])
-        elif gone:
-            self._compute(index, keys, states, gone)
-        return pending
-
-    def _read(self, done: dict[int, str], states: list) -> None:
-        """``states[k]``: the state each ``file:position`` target of ``done`` names (left
-        None when its file is gone or damaged: then it is computed). A document's state is a
-        view of its file's tensor; when not all of a file's documents are taken, the taken
-        ones are copied out, so that the cache holds no more than it counts."""
-        by_file: dict[str, list[tuple[int, int]]] = {}
-        for k, target in done.items():
-            file, _, position = target.rpartition(":")
-            by_file.setdefault(file, []).append((k, int(position)))
-        emb = self.embedder
-        for file, items in by_file.items():
-            loaded = self._files.get(file)
-            if loaded is None:
-                tensors = SHARED.load(file)  # None when gone or unreadable
-                try:
-                    loaded = None if tensors is None else emb._unpack_states(tensors)
-                except (KeyError, ValueError, IndexError):  # readable, but not states
-                    loaded = None
-                if loaded is None:
-                    continue
-                self._files[file] = loaded
-                if len(self._files) > self._FILES:
-                    self._files.popitem(last=False)
-            if max(position for _, position in items) >= len(loaded):
-                continue
-            taken = [loaded[position] for _, position in items]
-            if len(taken) < len(loaded):
-                taken = emb._unpack_states(emb._pack_states(taken))
-            for (k, _), state in zip(items, taken):
-                states[k] = state
-
-    def _compute_claimed(self, index, keys, states, positions, names) -> None:
-        """Compute claimed documents and publish them (or give the claims up)."""
-        try:
-            new = self._compute(index, keys, states, positions)
-        except BaseException:
-            SHARED.release(names)
-            raise
-        # A kept directory takes every state (it has a disk budget); a session's folder only
-        # those that fit in memory too (siblings keep what they read).
-        publish = self.keep or SHARED.kept
-        packed = self.embedder._pack_states(new) if publish else None
-        if packed is None or not SHARED.publish(names, packed, STATES.max_bytes):
-            SHARED.release(names)
-            self.shared = self.shared and bool(publish) and SHARED.enabled
-
-    def _compute(self, index: list[int], keys: list, states: list, positions: list[int]):
-        """Run the network on ``index[j] for j in positions`` into ``states`` (and the cache,
-        when the call keeps its states); return the new states."""
-        emb = self.embedder
-        start = time.perf_counter()
-        new = emb._forward_fitting(
-            self.model, self.docs, [index[j] for j in positions], self.budget
-        )
-        batches = -(-len(positions) // max(1, self.budget[0]))
-        per_batch = (time.perf_counter() - start) / max(1, batches)
-        self.batch_seconds = max(self.batch_seconds, per_batch)
-        STATES.count_computed(len(new))
-        if self.keep is None:
-            self.keep = admits(sum(map(_nbytes, new)) / len(new), self.n_docs)
-        for j, state in zip(positions, new):
-            states[j] = state
-            if self.keep:
-                STATES.put(keys[j], state)
-        return new
