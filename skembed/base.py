@@ -296,36 +296,62 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
         return self
 
     # -- the batched core --------------------------------------------------------
-    def embed_documents(self, docs: list[list[str]]) -> RaggedEmbeddings:
+    # The protocol of token embedders (what DocumentPoolEmbeddings and StackedEmbeddings use).
+    # ``n_docs``: the documents of the whole call when ``docs`` is a chunk of it, by which the
+    # state store judges whether to keep the call's states (see ``skembed.cache.admits``).
+    def embed_documents(self, docs: list[list[str]], n_docs: int | None = None) -> RaggedEmbeddings:
         """Embed already validated token lists (see :func:`skembed.check_documents`)."""
         out: list[torch.Tensor | None] = [None] * len(docs)
-        for index, tensors in self.iter_batches(docs):
+        for index, tensors in self.iter_batches(docs, n_docs=n_docs):
             for i, t in zip(index, tensors):
                 out[i] = t
         return RaggedEmbeddings.from_list(
             out, docs, self.get_feature_names_out(), dim=self.n_features_out_
         )
 
-    def iter_batches(self, docs: list[list[str]]) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
+    def iter_batches(
+        self, docs: list[list[str]], n_docs: int | None = None
+    ) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
         """Yield ``(document indices, token tensors)`` batch by batch, longest documents first."""
         check_is_fitted(self, "n_features_out_")
         model = self._get_model()
         empty = torch.zeros((0, self.n_features_out_), device=self._device)
-        for batch, index, states in self._batch_states(model, docs, range(len(docs))):
+        batches = self._batch_states(model, docs, range(len(docs)), n_docs=n_docs)
+        for batch, index, states in batches:
             with torch.inference_mode():
                 tensors = self._combine(model, states) if index else []
             by_doc = dict(zip(index, tensors))
             yield batch, [by_doc[i].float() if i in by_doc else empty for i in batch]
 
     def iter_pooled(
-        self, docs: list[list[str]], pooling: str
+        self, docs: list[list[str]], pooling: str, n_docs: int | None = None
     ) -> Iterator[tuple[list, torch.Tensor]]:
         """Yield ``(document indices, rows)``: each document's token vectors pooled into one
         row (``pooling`` as for :func:`skembed.document.pool`), batch by batch."""
-        for index, tensors in self.iter_batches(docs):
+        for index, tensors in self.iter_batches(docs, n_docs=n_docs):
             yield index, pool_tensors(tensors, pooling)
 
-    def _iter_pooled_states(self, docs: list[list[str]], pooling: str):
+    def pool_documents(
+        self, docs: list[list[str]], pooling: str, n_docs: int | None = None
+    ) -> torch.Tensor:
+        """One row per document of ``docs``: its token vectors pooled (``"mean"``, ``"max"`` or
+        ``"min"``; a document without tokens gives zeros), batch by batch, so that the token
+        vectors of a corpus are never all held. What :class:`~skembed.DocumentPoolEmbeddings`
+        asks of the embedder it wraps or stands after; an embedder may keep the rows
+        (:class:`~skembed.TransformerEmbeddings` keeps them per layer in the state store)."""
+        return self._pool_batches(docs, pooling, n_docs)
+
+    def _pool_batches(self, docs, pooling, n_docs) -> torch.Tensor:
+        out = None
+        for index, rows in self.iter_pooled(docs, pooling, n_docs=n_docs):
+            if out is None:
+                out = torch.zeros((len(docs), rows.shape[1]), device=rows.device)
+            out[torch.as_tensor(index, device=out.device)] = rows
+        if out is None:
+            out = torch.zeros((0, self.n_features_out_))
+        return out
+
+    def _iter_pooled_states(self, docs: list[list[str]], pooling: str, n_docs=None):
         """``iter_pooled`` straight from states, for subclasses whose ``iter_batches`` is the
         base one: documents with cached states first, in chunks of whole forward passes
         (``_state_group``), each pooled by one ``_combine_pooled`` call; then the others in
@@ -352,7 +378,9 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
                 chunk = []
         missing = {index[k]: keys[k] for k, s in enumerate(states) if s is None}
         del states, cached
-        batches = self._batch_states(model, docs, missing, count=False, keys=missing)
+        batches = self._batch_states(
+            model, docs, missing, count=False, keys=missing, n_docs=n_docs or len(docs)
+        )
         for _, found, found_states in batches:
             if found:
                 with torch.inference_mode():
@@ -378,15 +406,22 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
         return [prefix + (doc_key(docs[i]),) for i in index]
 
     def _batch_states(
-        self, model, docs: list[list[str]], subset, count: bool = True, keys: dict | None = None
+        self,
+        model,
+        docs: list[list[str]],
+        subset,
+        count: bool = True,
+        keys: dict | None = None,
+        n_docs: int | None = None,
     ):
         """Yield ``(batch, its non-empty documents, their states)`` over the documents
         ``subset`` in length-sorted batches; states missing from the cache are computed (and
         cached) batch by batch, or read from other processes (see :class:`skembed._store.CallStates`), whose
         documents come in batches of their own at the end. ``count=False``: the lookups were
-        counted already; ``keys``: the state keys of the documents, when the caller has them."""
+        counted already; ``keys``: the state keys of the documents, when the caller has them;
+        ``n_docs``: the documents of the whole call (``subset`` when not given)."""
         batches = length_sorted(subset, lambda i: self._doc_cost(docs[i]), self.batch_size)
-        work = CallStates(self, model, docs, sum(map(len, batches)))
+        work = CallStates(self, model, docs, max(sum(map(len, batches)), n_docs or 0))
         if self.show_progress_bar:
             from tqdm.auto import tqdm
 

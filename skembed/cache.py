@@ -15,7 +15,6 @@ the folds of a grid search pool a document once per candidate. It is bounded by 
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import numbers
 import sys
@@ -223,12 +222,6 @@ class StateCache:
 MODELS = ModelCache()
 STATES = StateCache()
 
-# Documents of the call in progress (in this thread or task), when a caller that works
-# through a large input chunk by chunk knows more than each chunk (DocumentPoolEmbeddings).
-CALL_DOCUMENTS: contextvars.ContextVar[int] = contextvars.ContextVar(
-    "skembed_call_documents", default=0
-)
-
 
 def admits(nbytes_per_doc: float, n_docs: int) -> bool:
     """Whether a call should keep the states of its ``n_docs`` documents (``nbytes_per_doc``
@@ -236,7 +229,7 @@ def admits(nbytes_per_doc: float, n_docs: int) -> bool:
     other before they are read again (least-recently-used eviction on a scan larger than the
     cache hits nothing), so a pass over a corpus too large to cache keeps its memory to a
     batch, while a grid search over documents that fit is served from the cache."""
-    return nbytes_per_doc * max(n_docs, CALL_DOCUMENTS.get()) <= STATES.max_bytes
+    return nbytes_per_doc * n_docs <= STATES.max_bytes
 
 
 def set_cache(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import torch
 from sklearn import get_config
@@ -15,69 +13,12 @@ from ._input import document_chunks
 from ._layers import parse_layers
 from ._pooling import pool, pool_tensors
 from .base import TextTransformerMixin, check_choice, store_params
-from .cache import CALL_DOCUMENTS, STATES, doc_key
 from .ragged import RaggedEmbeddings
 from .transformer import _HFEmbedder
 
 POOLINGS = ("mean", "max", "min")
 _CHUNK_BATCHES = 64  # documents validated and pooled at a time: 64 batches' worth
 OUTPUTS = ("numpy", "torch")
-
-
-class RowTable:
-    """The pooled rows of one block of columns (one layer, one pooling...) by document
-    digest: one entry of the state cache, however many documents it holds.
-
-    Rows are read with one fancy index per block (not one lookup and one copy per document
-    and block: on short texts those cost more than the pooling). The byte budget counts the
-    rows and the index. Internal to ``DocumentPoolEmbeddings``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> table = RowTable(2, np.float32)
-    >>> table.add([b"a", b"b"], np.array([[1, 2], [3, 4]], dtype=np.float32))
-    >>> at = table.find([b"b", b"c"])
-    >>> at
-    [1, None]
-    >>> table.take(at[:1]).tolist()
-    [[3.0, 4.0]]
-    """
-
-    def __init__(self, width: int, dtype):
-        self.index: dict[bytes, int] = {}
-        self.data = np.empty((64, width), dtype=dtype)
-        self.n = 0  # rows in use
-        self._lock = threading.Lock()
-
-    def find(self, digests: list[bytes]) -> list[int | None]:
-        """Each document's row number, or None."""
-        return list(map(self.index.get, digests))
-
-    def take(self, rows: list[int]) -> np.ndarray:
-        return self.data[rows]
-
-    def add(self, digests: list[bytes], rows: np.ndarray) -> None:
-        """Add the rows of documents (a document already in keeps its row)."""
-        with self._lock:
-            new: dict[bytes, int] = {}
-            for k, d in enumerate(digests):
-                if d not in self.index and d not in new:
-                    new[d] = k
-            n = self.n
-            if len(self.data) < n + len(new):
-                size = max(n + len(new), 2 * len(self.data))
-                grown = np.empty((size, self.data.shape[1]), dtype=self.data.dtype)
-                grown[:n] = self.data[:n]
-                self.data = grown
-            self.data[n : n + len(new)] = rows[list(new.values())]
-            for j, d in enumerate(new):  # after the rows: a reader never finds an empty one
-                self.index[d] = n + j
-            self.n = n + len(new)
-
-    @property
-    def nbytes(self) -> int:
-        return self.data.nbytes + 120 * len(self.index)  # rows, and the index's entries
 
 
 class _DocumentOutput:
@@ -227,70 +168,17 @@ class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimato
         return self._finish(out, device=getattr(emb, "_device", None))
 
     def _pool_rows(self, emb, docs: list[list[str]], total: int) -> torch.Tensor:
-        """The pooled rows of ``docs``, part of an input of ``total`` documents: kept in the
-        state store per block of columns when the embedder has cheap settings to key them
-        by (``_combine_key``) and the store is on, else pooled batch by batch."""
-        combine = getattr(emb, "_combine_key", None)
-        token = CALL_DOCUMENTS.set(total)  # the state cache judges the whole input
-        try:
-            if combine is not None and STATES.enabled and docs:
-                return self._cached_rows(emb, docs, combine())
-            return self._pool_documents(emb, docs)
-        finally:
-            CALL_DOCUMENTS.reset(token)
-
-    def _cached_rows(self, emb, docs: list[list[str]], combine_key) -> torch.Tensor:
-        """Pooled rows, kept in the state cache per block of columns (a :class:`RowTable`
-        of the documents seen).
-
-        The folds of a grid search transform every document several times with one
-        candidate's settings: each is pooled once. Where the embedder's columns come in
-        independent blocks (one per layer for :class:`TransformerEmbeddings`), each block is
-        kept apart, so candidates that share layers share their pooled rows: layers="-1,-2"
-        after "-1" and "-2" costs no pooling at all.
-        """
-        model = emb._get_model()  # the device, also after unpickling
-        split = getattr(emb, "_column_blocks", None)
-        blocks = split(model) if split is not None else None
-        if blocks is None:
-            blocks = [combine_key]
-        prefix = emb._state_prefix() + ("pooled", self.pooling)
-        keys = [prefix + (block,) for block in blocks]
-        digests = list(map(doc_key, docs))
-        tables = STATES.get_many(keys, count=False)
-        found = [t.find(digests) if t is not None else [None] * len(docs) for t in tables]
-        need = [j for j, at in enumerate(found) if None in at]
-        if need:
-            missing = sorted({i for j in need for i, k in enumerate(found[j]) if k is None})
-            part = emb if len(need) == len(blocks) else emb._for_blocks([blocks[j] for j in need])
-            # Rows are kept on the host, where results usually go (one copy per call).
-            fresh = to_host(self._pool_documents(part, [docs[i] for i in missing])).numpy()
-            width = fresh.shape[1] // len(need)
-            for k, j in enumerate(need):
-                table = tables[j] if tables[j] is not None else RowTable(width, fresh.dtype)
-                table.add([digests[i] for i in missing], fresh[:, k * width : (k + 1) * width])
-                STATES.put(keys[j], table)  # again: its size changed
-                tables[j], found[j] = table, table.find(digests)
-        if len(blocks) == 1:
-            return torch.from_numpy(tables[0].take(found[0]))
-        return torch.from_numpy(np.concatenate([t.take(at) for t, at in zip(tables, found)], 1))
-
-    def _pool_documents(self, emb, docs: list[list[str]]) -> torch.Tensor:
-        """Pool documents batch by batch: the token vectors of the corpus are never all held."""
-        if hasattr(emb, "iter_pooled"):
-            batches = emb.iter_pooled(docs, self.pooling)
-        else:  # an embedder of another kind that only gives token vectors
-            batches = (
-                (index, pool_tensors(tensors, self.pooling))
-                for index, tensors in emb.iter_batches(docs)
-            )
-        out = None
-        for index, pooled in batches:
-            if out is None:
-                out = torch.zeros((len(docs), pooled.shape[1]), device=pooled.device)
-            out[torch.as_tensor(index, device=out.device)] = pooled
-        if out is None:
-            out = torch.zeros((0, self.n_features_in_))
+        """The pooled rows of ``docs``, part of an input of ``total`` documents (by which the
+        state store judges whether to keep the states), from the embedder's
+        ``pool_documents`` (see :meth:`skembed.BaseTokenEmbedder.pool_documents`)."""
+        if hasattr(emb, "pool_documents"):
+            return emb.pool_documents(docs, self.pooling, n_docs=total)
+        # An embedder of another kind that only gives token vectors, batch by batch.
+        out = torch.zeros((len(docs), self.n_features_in_))
+        for index, tensors in emb.iter_batches(docs):
+            rows = pool_tensors(tensors, self.pooling)
+            out = out.to(rows.device)
+            out[torch.as_tensor(index, device=out.device)] = rows
         return out
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:

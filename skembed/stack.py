@@ -188,8 +188,10 @@ class StackedEmbeddings(TextTransformerMixin, _BaseComposition, auto_wrap_output
         check_is_fitted(self, "n_features_out_")
         return labelled(self.embed_documents(self._documents(X)), X)
 
-    def embed_documents(self, docs: list[list[str]]) -> RaggedEmbeddings:
-        """Embed already split documents with every member and concatenate per token."""
+    def embed_documents(self, docs: list[list[str]], n_docs: int | None = None) -> RaggedEmbeddings:
+        """Embed already split documents with every member and concatenate per token (the
+        members' ``embed_documents(docs)``: what a user-written member implements; each
+        judges what to keep by ``docs``, so ``n_docs`` changes nothing)."""
         check_is_fitted(self, "n_features_out_")
         lengths = np.asarray([len(d) for d in docs], dtype=np.int64)
         parts = []
@@ -218,7 +220,9 @@ class StackedEmbeddings(TextTransformerMixin, _BaseComposition, auto_wrap_output
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         return RaggedEmbeddings(data, offsets, docs, self.get_feature_names_out())
 
-    def iter_batches(self, docs: list[list[str]]) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
+    def iter_batches(
+        self, docs: list[list[str]], n_docs: int | None = None
+    ) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
         """Yield ``(document indices, token tensors)`` a few hundred documents at a time."""
         for start in range(0, len(docs), _CHUNK):
             index = list(range(start, min(start + _CHUNK, len(docs))))

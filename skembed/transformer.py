@@ -10,7 +10,9 @@ from sklearn.utils.validation import check_is_fitted
 from . import _hf
 from ._layers import mix_weights, parse_layers
 from ._pooling import pool
+from ._rows import pooled_rows
 from .base import BaseTokenEmbedder, check_choice, store_params
+from .cache import STATES
 from .ragged import RaggedEmbeddings, labelled
 from .resolve import file_signature
 
@@ -42,9 +44,9 @@ class _HFEmbedder(BaseTokenEmbedder):
     def _unpack_states(self, tensors):
         return _hf.unpack_states(tensors, self._device)
 
-    def iter_batches(self, docs):
+    def iter_batches(self, docs, n_docs=None):
         check_is_fitted(self, "n_features_out_")
-        return _hf.in_call(self._get_model(), docs, super().iter_batches(docs))
+        return _hf.in_call(self._get_model(), docs, super().iter_batches(docs, n_docs=n_docs))
 
     def _doc_cost(self, doc):
         # Batches sorted by sub-tokens, the length the model sees, waste less on padding than
@@ -212,11 +214,22 @@ class TransformerEmbeddings(_HFEmbedder):
             )
             yield members, words, counts
 
-    def iter_pooled(self, docs, pooling):
+    def pool_documents(self, docs, pooling, n_docs=None) -> torch.Tensor:
+        """One row per document: its word vectors pooled (see
+        :meth:`skembed.BaseTokenEmbedder.pool_documents`). With the state cache on, the rows
+        are kept in it per layer (see :mod:`skembed._rows`), so the folds and candidates of
+        a grid search pool each document once per setting, whichever way the pipeline is
+        written; they are on the host then."""
+        if STATES.enabled and docs:
+            return pooled_rows(self, docs, pooling, n_docs)
+        return super().pool_documents(docs, pooling, n_docs)
+
+    def iter_pooled(self, docs, pooling, n_docs=None):
         """Yield ``(document indices, rows)``: each document's word vectors pooled into one
         row; documents whose states are cached are read a whole forward pass at a time."""
         check_is_fitted(self, "n_features_out_")
-        return _hf.in_call(self._get_model(), docs, self._iter_pooled_states(docs, pooling))
+        batches = self._iter_pooled_states(docs, pooling, n_docs=n_docs)
+        return _hf.in_call(self._get_model(), docs, batches)
 
     def transform(self, X) -> RaggedEmbeddings:
         """Embed every token of every document.

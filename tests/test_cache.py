@@ -434,7 +434,7 @@ def test_fit_validates_in_chunks_and_names_the_document(bert, monkeypatch):
 
 
 def test_row_table_grows_and_keeps_the_first_row_of_a_document():
-    from skembed.document import RowTable
+    from skembed._rows import RowTable
 
     table = RowTable(3, np.float32)
     digests = [bytes([i]) * 16 for i in range(150)]

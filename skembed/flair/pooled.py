@@ -247,7 +247,9 @@ class PooledFlairEmbeddings(FlairEmbeddings):
             self._memory_on = cached
         return cached[1], cached[2]
 
-    def iter_batches(self, docs: list[list[str]]) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
+    def iter_batches(
+        self, docs: list[list[str]], n_docs: int | None = None
+    ) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
         """Yield ``(document indices, token tensors)``: ``[local ; pooled]`` per token."""
         check_is_fitted(self, "memory_")
         if self._memory_params() != self._memory_for:
@@ -256,7 +258,7 @@ class PooledFlairEmbeddings(FlairEmbeddings):
                 f"The memory was built with {dict(zip(names, self._memory_for))} but the "
                 f"parameters are now {dict(zip(names, self._memory_params()))}: call fit again."
             )
-        for index, local in super().iter_batches(docs):
+        for index, local in super().iter_batches(docs, n_docs=n_docs):
             yield index, self._with_pooled([docs[i] for i in index], local)
 
     def _with_pooled(self, docs: list[list[str]], local: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -172,7 +172,7 @@ class WordEmbeddings(BaseTokenEmbedder):
         self.path_ = str(model.path)
 
     # -- lookups (no forward pass: nothing to cache) ------------------------------
-    def embed_documents(self, docs: list[list[str]]) -> RaggedEmbeddings:
+    def embed_documents(self, docs: list[list[str]], n_docs: int | None = None) -> RaggedEmbeddings:
         """Look up every token of already validated documents in one pass."""
         check_is_fitted(self, "n_features_out_")
         model = self._get_model()
@@ -182,8 +182,11 @@ class WordEmbeddings(BaseTokenEmbedder):
         offsets[1:] = np.cumsum([len(d) for d in docs])
         return RaggedEmbeddings(data, offsets, docs, self.get_feature_names_out())
 
-    def iter_batches(self, docs: list[list[str]]) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
-        """Yield ``(document indices, token tensors)`` for ``batch_size`` documents at a time."""
+    def iter_batches(
+        self, docs: list[list[str]], n_docs: int | None = None
+    ) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
+        """Yield ``(document indices, token tensors)`` for ``batch_size`` documents at a time
+        (lookups keep no states: ``n_docs`` changes nothing)."""
         check_is_fitted(self, "n_features_out_")
         starts = range(0, len(docs), self.batch_size)
         if self.show_progress_bar:

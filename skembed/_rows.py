@@ -1,0 +1,105 @@
+"""Pooled rows kept in the state store: one table per block of columns (one layer, one
+sub-token and document pooling), so that the folds and candidates of a grid search pool a
+document once per setting, and candidates that share layers share rows.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+
+from ._device import to_host
+from .cache import STATES, doc_key
+
+
+class RowTable:
+    """The pooled rows of one block of columns (one layer, one pooling...) by document
+    digest: one entry of the state cache, however many documents it holds.
+
+    Rows are read with one fancy index per block (not one lookup and one copy per document
+    and block: on short texts those cost more than the pooling). The byte budget counts the
+    rows and the index. Kept by :func:`pooled_rows`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> table = RowTable(2, np.float32)
+    >>> table.add([b"a", b"b"], np.array([[1, 2], [3, 4]], dtype=np.float32))
+    >>> at = table.find([b"b", b"c"])
+    >>> at
+    [1, None]
+    >>> table.take(at[:1]).tolist()
+    [[3.0, 4.0]]
+    """
+
+    def __init__(self, width: int, dtype):
+        self.index: dict[bytes, int] = {}
+        self.data = np.empty((64, width), dtype=dtype)
+        self.n = 0  # rows in use
+        self._lock = threading.Lock()
+
+    def find(self, digests: list[bytes]) -> list[int | None]:
+        """Each document's row number, or None."""
+        return list(map(self.index.get, digests))
+
+    def take(self, rows: list[int]) -> np.ndarray:
+        return self.data[rows]
+
+    def add(self, digests: list[bytes], rows: np.ndarray) -> None:
+        """Add the rows of documents (a document already in keeps its row)."""
+        with self._lock:
+            new: dict[bytes, int] = {}
+            for k, d in enumerate(digests):
+                if d not in self.index and d not in new:
+                    new[d] = k
+            n = self.n
+            if len(self.data) < n + len(new):
+                size = max(n + len(new), 2 * len(self.data))
+                grown = np.empty((size, self.data.shape[1]), dtype=self.data.dtype)
+                grown[:n] = self.data[:n]
+                self.data = grown
+            self.data[n : n + len(new)] = rows[list(new.values())]
+            for j, d in enumerate(new):  # after the rows: a reader never finds an empty one
+                self.index[d] = n + j
+            self.n = n + len(new)
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.nbytes + 120 * len(self.index)  # rows, and the index's entries
+
+
+def pooled_rows(embedder, docs: list[list[str]], pooling: str, n_docs: int | None) -> torch.Tensor:
+    """The rows of ``docs`` pooled with ``pooling`` by a fitted ``embedder`` that names its
+    cheap settings (``_combine_key``) and, optionally, its independent blocks of columns
+    (``_column_blocks`` and ``_for_blocks``: one per layer for transformers), read from the
+    row tables of the state store; the documents missing from a table are pooled through
+    ``embedder`` (its states: the network runs only for documents without them) and added.
+
+    The rows are on the host (where results usually go: one copy per call).
+    """
+    model = embedder._get_model()  # the device, also after unpickling
+    blocks = embedder._column_blocks(model) or [embedder._combine_key()]
+    prefix = embedder._state_prefix() + ("pooled", pooling)
+    keys = [prefix + (block,) for block in blocks]
+    digests = list(map(doc_key, docs))
+    tables = STATES.get_many(keys, count=False)
+    found = [t.find(digests) if t is not None else [None] * len(docs) for t in tables]
+    need = [j for j, at in enumerate(found) if None in at]
+    if need:
+        missing = sorted({i for j in need for i, k in enumerate(found[j]) if k is None})
+        part = embedder
+        if len(need) < len(blocks):
+            part = embedder._for_blocks([blocks[j] for j in need])
+        fresh = part._pool_batches([docs[i] for i in missing], pooling, n_docs=n_docs)
+        fresh = to_host(fresh).numpy()
+        width = fresh.shape[1] // len(need)
+        for k, j in enumerate(need):
+            table = tables[j] if tables[j] is not None else RowTable(width, fresh.dtype)
+            table.add([digests[i] for i in missing], fresh[:, k * width : (k + 1) * width])
+            STATES.put(keys[j], table)  # again: its size changed
+            tables[j], found[j] = table, table.find(digests)
+    if len(blocks) == 1:
+        return torch.from_numpy(tables[0].take(found[0]))
+    return torch.from_numpy(np.concatenate([t.take(at) for t, at in zip(tables, found)], 1))
