@@ -103,3 +103,44 @@ def pooled_rows(embedder, docs: list[list[str]], pooling: str, n_docs: int | Non
     if len(blocks) == 1:
         return torch.from_numpy(tables[0].take(found[0]))
     return torch.from_numpy(np.concatenate([t.take(at) for t, at in zip(tables, found)], 1))
+
+
+# Stored states are pooled _POOL_CHUNK batches at a time: few calls (each has a fixed cost),
+# memory still a multiple of the batch size.
+_POOL_CHUNK = 8
+
+
+def iter_pooled_states(embedder, docs: list[list[str]], pooling: str, n_docs=None):
+    """Yield ``(document indices, rows)``: each document's token vectors pooled straight from
+    its states, for an embedder that groups its states (``_state_group``: the forward pass
+    that computed them) and pools a group at once (``_combine_pooled``). Documents with
+    stored states come first, in chunks of whole forward passes; then the others in
+    length-sorted batches through the network. Memory stays within a batch's worth."""
+    model = embedder._get_model()
+    empty = [i for i, doc in enumerate(docs) if not doc and embedder._skip_empty]
+    if empty:
+        yield empty, torch.zeros((len(empty), embedder.n_features_out_), device=embedder._device)
+    index = embedder._embedded(docs, range(len(docs)))
+    keys = embedder._state_keys(docs, index)
+    states = STATES.get_many(keys)
+    cached = [(embedder._state_group(s), k) for k, s in enumerate(states) if s is not None]
+    cached.sort(key=lambda item: item[0])
+    chunk_size = _POOL_CHUNK * embedder.batch_size  # documents pooled per call, at least
+    chunk: list[int] = []
+    for pos, (group, k) in enumerate(cached):
+        chunk.append(k)
+        following = cached[pos + 1][0] if pos + 1 < len(cached) else None
+        if following is None or (following != group and len(chunk) >= chunk_size):
+            with torch.inference_mode():
+                rows = embedder._combine_pooled(model, [states[k] for k in chunk], pooling)
+            yield [index[k] for k in chunk], rows
+            chunk = []
+    missing = {index[k]: keys[k] for k, s in enumerate(states) if s is None}
+    del states, cached
+    batches = embedder._batch_states(
+        model, docs, missing, count=False, keys=missing, n_docs=n_docs or len(docs)
+    )
+    for _, found, found_states in batches:
+        if found:
+            with torch.inference_mode():
+                yield found, embedder._combine_pooled(model, found_states, pooling)

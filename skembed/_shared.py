@@ -135,6 +135,9 @@ class SharedStates:
         if self.kept:
             self.root = self.root[len(_KEPT) :]
         self.max_disk_bytes = DEFAULT_DISK_BYTES
+        # The session's temporary folder (inherited, or named by ``start``): where states go
+        # when no directory is kept, also after one was (workers started before still use it).
+        self._session = None if self.kept else self.root
         self._owner_pid: int | None = None  # the first process; a fork of it is a sibling
         self.enabled = self.root != _OFF
         self.hits = 0  # documents read from the folder
@@ -160,7 +163,7 @@ class SharedStates:
             _remove_stale(tempfile.gettempdir())
             root = _session_folder()
             self._owner_pid = os.getpid()
-            self.root = root
+            self.root = self._session = root
             self._export()
             atexit.register(self.remove)
 
@@ -178,15 +181,12 @@ class SharedStates:
         self.start()
         if directory is None:
             if self.kept:
-                self.kept = False
+                self.kept, self.root = False, self._session
                 if self.owner:
-                    self.root = _session_folder()
                     self._export()
             return
         root = os.path.abspath(os.path.expanduser(os.fspath(directory)))
         os.makedirs(root, exist_ok=True)
-        if self.owner and not self.kept:
-            self.remove()  # the session's temporary folder, unused from now on
         self.kept, self.root = True, root
         if self.owner:
             self._export()
@@ -425,10 +425,13 @@ class SharedStates:
             self.remove()
 
     def remove(self) -> None:
-        """Remove the folder (at exit, in the first process only: not in a forked child),
-        unless it is a kept directory."""
-        if self.owner and not self.kept and self.root not in (None, _OFF):
-            shutil.rmtree(self.root, ignore_errors=True)
+        """Remove the session's temporary folder (at exit, in the first process only: not in
+        a forked child); a kept directory stays."""
+        if not self.owner:
+            return
+        for folder in {self._session, None if self.kept else self.root}:
+            if folder not in (None, _OFF):
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 PATIENCE = 120.0

@@ -3,8 +3,9 @@
 A token embedder is split in two, so that grid searches cost one forward pass:
 
 * ``_forward(model, docs)`` runs the network and returns one *state* per document (for
-  instance every layer's sub-token vectors). States are cached per document in
-  :data:`skembed.cache.STATES`.
+  instance every layer's sub-token vectors). States are kept per document in the state store:
+  :data:`skembed.cache.STATES` in memory, and a folder shared with other processes or kept
+  across sessions (:mod:`skembed._shared`).
 * ``_combine(model, states)`` turns states into one ``(n_tokens, dim)`` tensor per document,
   using only cheap parameters (``layers``, ``pooling_operation``, ``embedding_mode``...).
 
@@ -39,9 +40,6 @@ from .cache import MODELS, STATES, doc_key
 from .ragged import RaggedEmbeddings, labelled
 
 _VALIDATE_CHUNK = 4096  # documents validated at a time by fit
-# Cached states are pooled _POOL_CHUNK batches at a time: few calls (each has a fixed cost),
-# memory still a multiple of the batch size.
-_POOL_CHUNK = 8
 
 
 def store_params(obj, params: dict) -> None:
@@ -351,50 +349,6 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
             out = torch.zeros((0, self.n_features_out_))
         return out
 
-    def _iter_pooled_states(self, docs: list[list[str]], pooling: str, n_docs=None):
-        """``iter_pooled`` straight from states, for subclasses whose ``iter_batches`` is the
-        base one: documents with cached states first, in chunks of whole forward passes
-        (``_state_group``), each pooled by one ``_combine_pooled`` call; then the others in
-        length-sorted batches through the network. Memory stays within a batch's worth."""
-        check_is_fitted(self, "n_features_out_")
-        model = self._get_model()
-        empty = [i for i, doc in enumerate(docs) if not doc and self._skip_empty]
-        if empty:
-            yield empty, torch.zeros((len(empty), self.n_features_out_), device=self._device)
-        index = self._embedded(docs, range(len(docs)))
-        keys = self._state_keys(docs, index)
-        states = STATES.get_many(keys)
-        cached = [(self._state_group(s), k) for k, s in enumerate(states) if s is not None]
-        cached.sort(key=lambda item: item[0])
-        chunk_size = _POOL_CHUNK * self.batch_size  # documents pooled per call, at least
-        chunk: list[int] = []
-        for pos, (group, k) in enumerate(cached):
-            chunk.append(k)
-            following = cached[pos + 1][0] if pos + 1 < len(cached) else None
-            if following is None or (following != group and len(chunk) >= chunk_size):
-                with torch.inference_mode():
-                    rows = self._combine_pooled(model, [states[k] for k in chunk], pooling)
-                yield [index[k] for k in chunk], rows
-                chunk = []
-        missing = {index[k]: keys[k] for k, s in enumerate(states) if s is None}
-        del states, cached
-        batches = self._batch_states(
-            model, docs, missing, count=False, keys=missing, n_docs=n_docs or len(docs)
-        )
-        for _, found, found_states in batches:
-            if found:
-                with torch.inference_mode():
-                    yield found, self._combine_pooled(model, found_states, pooling)
-
-    def _state_group(self, state) -> Any:
-        """States with one group key were computed together (see ``_iter_pooled_states``);
-        by default each state is its own group."""
-        return id(state)
-
-    def _combine_pooled(self, model, states: list, pooling: str) -> torch.Tensor:
-        """``(len(states), n_features)``: ``_combine``'s token vectors pooled per document."""
-        return pool_tensors([t.float() for t in self._combine(model, states)], pooling)
-
     def _embedded(self, docs: list[list[str]], subset) -> list[int]:
         """The documents of ``subset`` that go through the network (not the empty ones,
         unless ``_skip_empty`` is False)."""
@@ -416,8 +370,9 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
     ):
         """Yield ``(batch, its non-empty documents, their states)`` over the documents
         ``subset`` in length-sorted batches; states missing from the cache are computed (and
-        cached) batch by batch, or read from other processes (see :class:`skembed._store.CallStates`), whose
-        documents come in batches of their own at the end. ``count=False``: the lookups were
+        cached) batch by batch, or read from other processes (see
+        :class:`skembed._store.CallStates`), whose documents come in batches of their own at
+        the end. ``count=False``: the lookups were
         counted already; ``keys``: the state keys of the documents, when the caller has them;
         ``n_docs``: the documents of the whole call (``subset`` when not given)."""
         batches = length_sorted(subset, lambda i: self._doc_cost(docs[i]), self.batch_size)

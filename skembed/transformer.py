@@ -10,7 +10,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import _hf
 from ._layers import mix_weights, parse_layers
 from ._pooling import pool
-from ._rows import pooled_rows
+from ._rows import iter_pooled_states, pooled_rows
 from .base import BaseTokenEmbedder, check_choice, store_params
 from .cache import STATES
 from .ragged import RaggedEmbeddings, labelled
@@ -228,7 +228,7 @@ class TransformerEmbeddings(_HFEmbedder):
         """Yield ``(document indices, rows)``: each document's word vectors pooled into one
         row; documents whose states are cached are read a whole forward pass at a time."""
         check_is_fitted(self, "n_features_out_")
-        batches = self._iter_pooled_states(docs, pooling, n_docs=n_docs)
+        batches = iter_pooled_states(self, docs, pooling, n_docs=n_docs)
         return _hf.in_call(self._get_model(), docs, batches)
 
     def transform(self, X) -> RaggedEmbeddings:
