@@ -218,8 +218,15 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
         device = resolve_device(self.device) if "_device" not in self.__dict__ else self._device
         key = (self._model_key(), str(device))
         if self.__dict__.get("_model_for") != key or "_model" not in self.__dict__:
-            self._model = MODELS.get(key, lambda: self._load_model(device))
-            self._model_for = key
+            model = MODELS.get(key, lambda: self._load_model(device))
+            fitted = self.__dict__.get("n_features_out_")  # fit drops it: a refit may change it
+            if fitted is not None and int(self._n_features(model)) != fitted:
+                raise ValueError(
+                    f"The model files of this {type(self).__name__} changed since it was "
+                    f"fitted: the model now gives {self._n_features(model)} features per token, "
+                    f"not {fitted}. Fit it again (and the steps after it in a pipeline)."
+                )
+            self._model, self._model_for = model, key
         self._device = device  # also on a refit, which drops it first
         return self._model
 
@@ -249,6 +256,7 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
             for chunk in document_chunks(X, _VALIDATE_CHUNK):
                 self._documents(chunk)
         self.__dict__.pop("_device", None)
+        self.__dict__.pop("n_features_out_", None)
         model = self._get_model()
         if self._runs_network:
             check_cpu_precision(self._device, self.precision)

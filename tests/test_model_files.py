@@ -195,3 +195,18 @@ def test_a_rewritten_file_replaces_its_older_version_in_the_model_cache(word_fil
     assert skembed.cache_info()["models_loaded"] == 1 and _loads() == loads + 2
     assert new.transform([["cat"]]).to_numpy().tolist() == [[7.0, 7.0]]
     assert old.fit().transform([["cat"]]).to_numpy().tolist() == [[7.0, 7.0]]
+
+
+def test_a_fitted_estimator_whose_files_changed_width_says_to_fit_again(word_files):
+    """Rewritten files are used (the same width: new vectors); files of another width make
+    transform raise instead of giving rows the next step cannot read."""
+    (path,) = word_files(1)
+    emb = _words(path).fit()
+    time.sleep(0.05)  # past the file system's clock tick: the new file has another mtime
+    _glove(Path(path), 3)
+    assert emb.transform([["cat"]]).to_numpy().tolist() == [[3.0, 3.0]]
+    time.sleep(0.05)
+    Path(path).write_text("the 1 1 1\ncat 2 2 2\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="changed since it was fitted: .* 3 features .* not 2"):
+        emb.transform([["cat"]])
+    assert emb.fit().transform([["cat"]]).to_numpy().tolist() == [[2.0, 2.0, 2.0]]
