@@ -73,23 +73,30 @@ def labelled_documents(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
     return texts, labels
 
 
-class TimedRidge(RidgeClassifier):
-    """A ridge classifier that adds the seconds of its fits and predictions to ``SPENT``."""
-
-    def fit(self, X, y, sample_weight=None):
-        start = time.perf_counter()
-        super().fit(X, y, sample_weight)
-        SPENT["classifier"] += time.perf_counter() - start
-        return self
-
-    def predict(self, X):
-        start = time.perf_counter()
-        out = super().predict(X)
-        SPENT["classifier"] += time.perf_counter() - start
-        return out
-
-
 SPENT = {"classifier": 0.0}
+
+
+def timed_classifier(base):
+    """``base`` (a classifier class) whose fit and predict add their seconds to ``SPENT``."""
+
+    class Timed(base):
+        def fit(self, X, y, sample_weight=None):
+            start = time.perf_counter()
+            super().fit(X, y, sample_weight)
+            SPENT["classifier"] += time.perf_counter() - start
+            return self
+
+        def predict(self, X):
+            start = time.perf_counter()
+            out = super().predict(X)
+            SPENT["classifier"] += time.perf_counter() - start
+            return out
+
+    Timed.__name__ = base.__name__
+    return Timed
+
+
+TimedRidge = timed_classifier(RidgeClassifier)
 
 
 def pipeline(path: str) -> Pipeline:

@@ -23,7 +23,7 @@ import argparse
 import time
 
 from _common import HEADER, machine, minilm_path, row, timed
-from bench_gridsearch import labelled_documents
+from bench_gridsearch import SPENT, labelled_documents, timed_classifier
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -34,29 +34,6 @@ from skembed import DocumentPoolEmbeddings, TransformerEmbeddings
 LAYERS = ["-1", "-2", "-1,-2", "-1,-2,-3,-4"]
 OPERATIONS = ["first", "mean"]
 POOLINGS = ["mean", "max"]
-SPENT = {"classifier": 0.0}
-
-
-def timed_classifier(base):
-    """``base`` whose fit and predict add their seconds to ``SPENT``."""
-
-    class Timed(base):
-        def fit(self, X, y, sample_weight=None):
-            start = time.perf_counter()
-            super().fit(X, y, sample_weight)
-            SPENT["classifier"] += time.perf_counter() - start
-            return self
-
-        def predict(self, X):
-            start = time.perf_counter()
-            out = super().predict(X)
-            SPENT["classifier"] += time.perf_counter() - start
-            return out
-
-    Timed.__name__ = base.__name__
-    return Timed
-
-
 CLASSIFIERS = {
     "LogisticRegression": lambda: timed_classifier(LogisticRegression)(max_iter=1000),
     "ridge": lambda: timed_classifier(RidgeClassifier)(solver="cholesky"),
