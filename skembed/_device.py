@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import os
 import re
 import subprocess
 import sys
+import tempfile
+import threading
 import warnings
 
 import torch
@@ -27,16 +31,135 @@ def check_device(device) -> str:
     return device
 
 
-def resolve_device(device) -> torch.device:
-    """The torch device for a ``device`` parameter.
+# The device that ``"auto"`` (and, when it is a CUDA device, ``"cuda"``) resolves to in this
+# process: None (CUDA when present, on torch's current CUDA device), or what
+# :func:`set_default_device` or the environment variable ``SKEMBED_DEVICE`` chose.
+_DEFAULT: dict = {}
+_CLAIM: dict = {}  # this process's GPU slot: {"group": str, "slot": int, "file": open file}
+PER_WORKER = "per-worker"
+_LOCK = threading.RLock()  # threads resolving their first device claim one slot between them
 
-    ``"auto"`` picks CUDA when present. A CUDA device asked for on a machine without one (for
-    instance a pipeline pickled on a GPU machine and loaded on a laptop) falls back to the CPU
-    with a warning, so fitted pipelines stay usable everywhere.
+
+def device_for_rank(rank: int, count: int) -> str:
+    """The device of the worker of rank ``rank`` when ``count`` CUDA devices are visible.
+
+    >>> device_for_rank(0, 2), device_for_rank(1, 2), device_for_rank(2, 2), device_for_rank(3, 0)
+    ('cuda:0', 'cuda:1', 'cuda:0', 'cpu')
+    """
+    if rank < 0:
+        raise ValueError(f"rank must be non-negative, got {rank}.")
+    return f"cuda:{rank % count}" if count > 0 else "cpu"
+
+
+def _claim_slot() -> int:
+    """The lowest slot number no other live process of this user on this machine holds.
+
+    Each process claims one lock file for as long as it lives (a lock the system drops when the
+    process dies, so a restarted worker takes its predecessor's slot). Processes that see
+    different GPUs (``CUDA_VISIBLE_DEVICES``, as dask-cuda sets it per worker) count apart.
+    Where file locks are missing (Windows), every process gets slot 0.
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    if _CLAIM.get("group") == visible:
+        return _CLAIM["slot"]
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return 0
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    folder = os.path.join(tempfile.gettempdir(), f"skembed-gpu-slots-{uid}")
+    os.makedirs(folder, exist_ok=True)
+    group = hashlib.sha1(visible.encode()).hexdigest()[:12]
+    for slot in range(4096):
+        handle = open(os.path.join(folder, f"{group}-{slot}.lock"), "a")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        if _CLAIM:
+            _CLAIM["file"].close()
+        _CLAIM.update(group=visible, slot=slot, file=handle)
+        return slot
+    return 0  # pragma: no cover - thousands of processes
+
+
+def _release_slot() -> None:
+    if _CLAIM:
+        _CLAIM.pop("file").close()
+        _CLAIM.clear()
+
+
+def set_default_device(device) -> str | None:
+    """Choose what ``device="auto"`` (and ``"cuda"``) means in this process; return the choice.
+
+    ``None`` restores the default (``SKEMBED_DEVICE`` when set, else CUDA when present, on
+    torch's current CUDA device). A device string (``"cuda:1"``, ``"cpu"``...) is used for
+    ``"auto"``, and for ``"cuda"`` when it is a CUDA device; an explicit ``"cuda:<index>"`` is
+    never changed. ``"per-worker"`` gives each process on this machine its own GPU: the k-th
+    process that asks (counted among live processes that see the same ``CUDA_VISIBLE_DEVICES``)
+    gets ``cuda:{k % device_count}``, and the choice is ``None`` where CUDA is missing.
+    :class:`skembed.dask.WorkerSetup` calls this in every Dask worker; the environment variable
+    ``SKEMBED_DEVICE``, read when an estimator first resolves its device, does the same for
+    processes such as joblib's workers. A CUDA choice also becomes torch's current device
+    (``torch.cuda.set_device``). Estimators resolve their device once, when they are fitted or
+    unpickled.
+    """
+    with _LOCK:
+        if device is None:
+            _DEFAULT.clear()
+            _release_slot()
+            return None
+        if device == PER_WORKER:
+            chosen = None
+            if torch.cuda.is_available():
+                chosen = device_for_rank(_claim_slot(), torch.cuda.device_count())
+        else:
+            chosen = check_device(device)
+            _release_slot()
+        _DEFAULT["device"] = None if chosen == "auto" else chosen
+        dev = torch.device(chosen) if chosen not in (None, "auto") else None
+        if dev is not None and dev.type == "cuda" and dev.index is not None:
+            if torch.cuda.is_available() and dev.index < torch.cuda.device_count():
+                # Work that names no device (pinned host copies, streams) goes there too,
+                # so this process makes no CUDA context on another card.
+                torch.cuda.set_device(dev.index)
+        return _DEFAULT["device"]
+
+
+def _default_device() -> str | None:
+    if "device" in _DEFAULT:
+        return _DEFAULT["device"]
+    with _LOCK:
+        if "device" in _DEFAULT:
+            return _DEFAULT["device"]
+        value = os.environ.get("SKEMBED_DEVICE", "").strip()
+        if value not in ("", PER_WORKER) and not _DEVICE_RE.match(value):
+            raise ValueError(
+                f"The environment variable SKEMBED_DEVICE={value!r} is not valid; choose "
+                f"'{PER_WORKER}', 'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps'."
+            )
+        set_default_device(value or None)
+        _DEFAULT.setdefault("device", None)
+        return _DEFAULT["device"]
+
+
+def resolve_device(device) -> torch.device:
+    """The torch device for a ``device`` parameter; a CUDA device always with its index.
+
+    ``"auto"`` picks the process default (:func:`set_default_device`) or else CUDA when present;
+    ``"cuda"`` is the default's CUDA device, or else torch's current one, as ``cuda:<index>``
+    (model, state and shared-file keys name the card, and tensors made later stay on it).
+    A CUDA device asked for on a machine without one (for instance a pipeline pickled on a GPU
+    machine and loaded on a laptop) falls back to the CPU with a warning, and ``"cuda:<index>"``
+    beyond the visible devices (a laptop with one GPU, a worker restricted by
+    ``CUDA_VISIBLE_DEVICES``) to the default CUDA device, with a warning, so fitted pipelines
+    stay usable everywhere.
     """
     device = check_device(device)
+    default = _default_device()
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = default or ("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
@@ -46,12 +169,20 @@ def resolve_device(device) -> torch.device:
                 stacklevel=3,
             )
             return torch.device("cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device={device!r} but this machine has {torch.cuda.device_count()} CUDA "
-                "device(s); choose 'cuda:0' .. "
-                f"'cuda:{torch.cuda.device_count() - 1}' or 'auto'."
+        count = torch.cuda.device_count()
+        own = torch.device(default) if default is not None else None
+        if own is None or own.type != "cuda" or own.index is None or own.index >= count:
+            own = torch.device("cuda", torch.cuda.current_device())
+        if dev.index is None:
+            return own
+        if dev.index >= count:
+            warnings.warn(
+                f"device={device!r} but this process sees {count} CUDA device(s) "
+                f"(cuda:0 .. cuda:{count - 1}); using {str(own)!r}.",
+                RuntimeWarning,
+                stacklevel=3,
             )
+            return own
     if dev.type == "mps" and not (
         getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
     ):

@@ -26,6 +26,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
+from ._device import PER_WORKER, check_device, set_default_device
 from .base import TextTransformerMixin, check_choice
 from .document import _DocumentOutput
 from .ragged import RaggedEmbeddings, token_column
@@ -313,6 +314,16 @@ class WorkerSetup(WorkerPlugin):
     torch_threads : int, optional
         ``torch.set_num_threads`` in each worker (Dask starts workers with
         ``OMP_NUM_THREADS=1``, so torch uses one thread unless told otherwise).
+    device : str, optional
+        What estimators fitted with ``device="auto"`` or ``"cuda"`` run on in each worker
+        (resolved in the worker, when it unpickles them; an explicit ``"cuda:<index>"`` is kept).
+        ``None`` leaves the default (CUDA when present, on the worker's current CUDA device:
+        right with dask-cuda, which gives each worker its own ``CUDA_VISIBLE_DEVICES``). A device
+        string (``"cpu"``, ``"cuda:1"``) applies to every worker. ``"per-worker"`` gives each
+        worker process on a machine its own GPU: the k-th live worker gets
+        ``cuda:{k % device_count}`` (counted among processes that see the same
+        ``CUDA_VISIBLE_DEVICES``; a restarted worker takes the place of the one it replaces),
+        and the CPU where CUDA is missing. Start one worker per GPU (see docs/scaling.md).
 
     Examples
     --------
@@ -334,7 +345,11 @@ class WorkerSetup(WorkerPlugin):
         state_max_bytes=None,
         torch_threads=None,
         shared_states: bool = False,
+        device=None,
     ):
+        if device is not None and device != PER_WORKER:
+            device = check_device(device)  # fail in the client, not in every worker
+        self.device = device
         self.state_cache = state_cache
         self.state_max_bytes = state_max_bytes
         self.torch_threads = torch_threads
@@ -352,3 +367,9 @@ class WorkerSetup(WorkerPlugin):
         )
         if self.torch_threads is not None:
             torch.set_num_threads(int(self.torch_threads))
+        if getattr(self, "device", None) is not None:  # plugins pickled before it had a device
+            set_default_device(self.device)
+
+    def teardown(self, worker=None) -> None:
+        if getattr(self, "device", None) is not None:
+            set_default_device(None)
