@@ -1,11 +1,14 @@
-"""Forward passes in batches: length-sorted batches, and halving a batch after the device ran
-out of memory (warned once per estimator; the smaller size is kept for the rest of the call)."""
+"""Forward passes in batches: length-sorted batches, halving a batch after the device ran
+out of memory (warned once per estimator; the smaller size is kept for the rest of the call),
+and the one progress bar of a call (:class:`Progress`)."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import inspect
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -102,3 +105,107 @@ def warn_out_of_memory(embedder, size: int, new_size: int) -> None:
         RuntimeWarning,
         stacklevel=5,
     )
+
+
+class Progress:
+    """The progress bar of one public call: a tqdm bar over the call's documents (unit
+    ``"doc"``), or nothing when ``show`` is False.
+
+    The public entry point that embeds documents makes one (:func:`call_progress`) and hands it
+    down as the ``progress=`` argument of ``embed_documents``, ``iter_batches``,
+    ``pool_documents`` and ``_batch_states``; whoever settles documents (computed, read from
+    the state store, or empty) calls :meth:`update` with their number, so the bar reaches the
+    call's total once, however the work is chunked.
+
+    Examples
+    --------
+    >>> bar = Progress(3)  # shows nothing
+    >>> bar.update(2); bar.update(1); bar.n
+    3
+    >>> [part.n for part in bar.shares(4, 2)]
+    [0, 0]
+    """
+
+    def __init__(self, total: int = 0, desc: str | None = None, show: bool = False):
+        self.n = 0
+        self.bar = None
+        if show:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="doc")
+
+    def update(self, n: int) -> None:
+        """``n`` more documents of the call are done."""
+        if n:
+            self.n += n
+            if self.bar is not None:
+                self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def shares(self, n: int, parts: int) -> list[_Share]:
+        """``parts`` views of this bar that each go through the same ``n`` documents (the
+        members of a stack): together they advance it by ``n``, each by its share."""
+        return [_Share(self, n, k, parts) for k in range(parts)]
+
+
+class _Share(Progress):
+    """Part ``k`` of ``parts`` of ``n`` documents of a :class:`Progress`: ``m`` documents
+    done here move the bar to ``(k * n + m) // parts``."""
+
+    def __init__(self, parent: Progress, n: int, k: int, parts: int):
+        self.parent, self.total, self.k, self.parts = parent, n, k, parts
+        self.n = 0
+        self.bar = None
+
+    def update(self, n: int) -> None:
+        before = (self.k * self.total + self.n) // self.parts
+        self.n += n
+        self.parent.update((self.k * self.total + self.n) // self.parts - before)
+
+    def finish(self) -> None:
+        """Count whatever this part has not counted (a method that takes no bar)."""
+        self.update(self.total - self.n)
+
+
+@contextlib.contextmanager
+def call_progress(progress: Progress | None, estimator, total: int) -> Iterator[Progress]:
+    """The bar of a call: ``progress`` when the caller handed one down (the caller closes
+    it), else a new one over ``total`` documents, shown when the estimator shows bars
+    (:func:`shows_progress`) and closed when the call ends."""
+    if progress is not None:
+        yield progress
+        return
+    own = Progress(total, type(estimator).__name__, shows_progress(estimator))
+    try:
+        yield own
+    finally:
+        own.close()
+
+
+def shows_progress(estimator) -> bool:
+    """Whether ``estimator`` shows bars: its ``_shows_progress()`` (a stack: any member's),
+    else its ``show_progress_bar`` parameter, if any."""
+    shows = getattr(estimator, "_shows_progress", None)
+    if callable(shows):
+        return bool(shows())
+    return bool(getattr(estimator, "show_progress_bar", False))
+
+
+def takes_progress(method) -> bool:
+    """Whether ``method`` accepts ``progress=``: skembed's own protocol methods do; one written
+    by a user (``embed_documents(docs)``, ``iter_batches(docs)``) may not, and is then called
+    without it (the caller counts its documents when it returns)."""
+    try:
+        params = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "progress" or p.kind is p.VAR_KEYWORD for p in params)

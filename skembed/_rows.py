@@ -70,14 +70,18 @@ class RowTable:
         return self.data.nbytes + 120 * len(self.index)  # rows, and the index's entries
 
 
-def pooled_rows(embedder, docs: list[list[str]], pooling: str, n_docs: int | None) -> torch.Tensor:
+def pooled_rows(
+    embedder, docs: list[list[str]], pooling: str, n_docs: int | None, progress
+) -> torch.Tensor:
     """The rows of ``docs`` pooled with ``pooling`` by a fitted ``embedder`` that names its
     cheap settings (``_combine_key``) and, optionally, its independent blocks of columns
     (``_column_blocks`` and ``_for_blocks``: one per layer for transformers), read from the
     row tables of the state store; the documents missing from a table are pooled through
     ``embedder`` (its states: the network runs only for documents without them) and added.
 
-    The rows are on the host (where results usually go: one copy per call).
+    The rows are on the host (where results usually go: one copy per call). ``progress``
+    (the call's :class:`skembed._batching.Progress`) counts the documents found in the tables
+    at once, the others as their batches are pooled.
     """
     model = embedder._get_model()  # the device, also after unpickling
     blocks = embedder._column_blocks(model) or [embedder._combine_key()]
@@ -87,12 +91,13 @@ def pooled_rows(embedder, docs: list[list[str]], pooling: str, n_docs: int | Non
     tables = STATES.get_many(keys, count=False)
     found = [t.find(digests) if t is not None else [None] * len(docs) for t in tables]
     need = [j for j, at in enumerate(found) if None in at]
+    missing = sorted({i for j in need for i, k in enumerate(found[j]) if k is None})
+    progress.update(len(docs) - len(missing))
     if need:
-        missing = sorted({i for j in need for i, k in enumerate(found[j]) if k is None})
         part = embedder
         if len(need) < len(blocks):
             part = embedder._for_blocks([blocks[j] for j in need])
-        fresh = part._pool_batches([docs[i] for i in missing], pooling, n_docs=n_docs)
+        fresh = part._pool_batches([docs[i] for i in missing], pooling, n_docs, progress)
         fresh = to_host(fresh).numpy()
         width = fresh.shape[1] // len(need)
         for k, j in enumerate(need):
@@ -110,15 +115,18 @@ def pooled_rows(embedder, docs: list[list[str]], pooling: str, n_docs: int | Non
 _POOL_CHUNK = 8
 
 
-def iter_pooled_states(embedder, docs: list[list[str]], pooling: str, n_docs=None):
+def iter_pooled_states(embedder, docs: list[list[str]], pooling: str, n_docs, progress):
     """Yield ``(document indices, rows)``: each document's token vectors pooled straight from
     its states, for an embedder that groups its states (``_state_group``: the forward pass
     that computed them) and pools a group at once (``_combine_pooled``). Documents with
     stored states come first, in chunks of whole forward passes; then the others in
-    length-sorted batches through the network. Memory stays within a batch's worth."""
+    length-sorted batches through the network. Memory stays within a batch's worth.
+    ``progress``: the call's :class:`skembed._batching.Progress`, advanced as documents are
+    yielded."""
     model = embedder._get_model()
     empty = [i for i, doc in enumerate(docs) if not doc and embedder._skip_empty]
     if empty:
+        progress.update(len(empty))
         yield empty, torch.zeros((len(empty), embedder.n_features_out_), device=embedder._device)
     index = embedder._embedded(docs, range(len(docs)))
     keys = embedder._state_keys(docs, index)
@@ -133,12 +141,19 @@ def iter_pooled_states(embedder, docs: list[list[str]], pooling: str, n_docs=Non
         if following is None or (following != group and len(chunk) >= chunk_size):
             with torch.inference_mode():
                 rows = embedder._combine_pooled(model, [states[k] for k in chunk], pooling)
+            progress.update(len(chunk))
             yield [index[k] for k in chunk], rows
             chunk = []
     missing = {index[k]: keys[k] for k, s in enumerate(states) if s is None}
     del states, cached
     batches = embedder._batch_states(
-        model, docs, missing, count=False, keys=missing, n_docs=n_docs or len(docs)
+        model,
+        docs,
+        missing,
+        count=False,
+        keys=missing,
+        n_docs=n_docs or len(docs),
+        progress=progress,
     )
     for _, found, found_states in batches:
         if found:

@@ -11,7 +11,8 @@ A token embedder is split in two, so that grid searches cost one forward pass:
 
 Subclasses implement ``_model_key``, ``_load_model``, ``_forward``, ``_combine`` and
 ``_n_features``; this class does input validation, lazy loading through the process-wide model
-cache, device and precision, progress bars, pickling and tags. A call's states come from the
+cache, device and precision, the progress bar of a call (:class:`skembed._batching.Progress`,
+handed down the calls that embed), pickling and tags. A call's states come from the
 state store (:mod:`skembed._store`: memory tier, folder tier, or computed), in length-sorted
 batches whose forward passes are halved after the device runs out of memory
 (:mod:`skembed._batching`); ``_forward`` implementations that batch internally (e.g. windows
@@ -30,7 +31,7 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._batching import BATCH_LIMIT, length_sorted
+from ._batching import BATCH_LIMIT, Progress, call_progress, length_sorted, takes_progress
 from ._device import check_cpu_precision, check_device, check_precision, resolve_device
 from ._input import check_documents, document_chunks, read_once, resolve_tokenizer
 from ._pooling import pool_tensors
@@ -305,51 +306,89 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
     # The protocol of token embedders (what DocumentPoolEmbeddings and StackedEmbeddings use).
     # ``n_docs``: the documents of the whole call when ``docs`` is a chunk of it, by which the
     # state store judges whether to keep the call's states (see ``skembed.cache.admits``).
-    def embed_documents(self, docs: list[list[str]], n_docs: int | None = None) -> RaggedEmbeddings:
+    # ``progress``: the bar of the public call that ``docs`` are part of
+    # (``skembed._batching.Progress``), advanced by each batch's documents; None makes one for
+    # this call (shown if ``show_progress_bar``). Internal calls always hand theirs down, so a
+    # call shows one bar however it is chunked. A family that overrides one of these methods
+    # takes ``progress=None`` and hands it to ``super()``; an override without it still works
+    # (its batches are counted by the caller) but the method it calls shows a bar of its own.
+    def embed_documents(
+        self,
+        docs: list[list[str]],
+        n_docs: int | None = None,
+        progress: Progress | None = None,
+    ) -> RaggedEmbeddings:
         """Embed already validated token lists (see :func:`skembed.check_documents`)."""
         out: list[torch.Tensor | None] = [None] * len(docs)
-        for index, tensors in self.iter_batches(docs, n_docs=n_docs):
-            for i, t in zip(index, tensors):
-                out[i] = t
+        with call_progress(progress, self, len(docs)) as progress:
+            for index, tensors in self._counted_batches(docs, n_docs, progress):
+                for i, t in zip(index, tensors):
+                    out[i] = t
         return RaggedEmbeddings.from_list(
             out, docs, self.get_feature_names_out(), dim=self.n_features_out_
         )
 
     def iter_batches(
-        self, docs: list[list[str]], n_docs: int | None = None
+        self,
+        docs: list[list[str]],
+        n_docs: int | None = None,
+        progress: Progress | None = None,
     ) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
         """Yield ``(document indices, token tensors)`` batch by batch, longest documents first."""
         check_is_fitted(self, "n_features_out_")
         model = self._get_model()
         empty = torch.zeros((0, self.n_features_out_), device=self._device)
-        batches = self._batch_states(model, docs, range(len(docs)), n_docs=n_docs)
-        for batch, index, states in batches:
-            with torch.inference_mode():
-                tensors = self._combine(model, states) if index else []
-            by_doc = dict(zip(index, tensors))
-            yield batch, [by_doc[i].float() if i in by_doc else empty for i in batch]
+        with call_progress(progress, self, len(docs)) as progress:
+            batches = self._batch_states(
+                model, docs, range(len(docs)), n_docs=n_docs, progress=progress
+            )
+            for batch, index, states in batches:
+                with torch.inference_mode():
+                    tensors = self._combine(model, states) if index else []
+                by_doc = dict(zip(index, tensors))
+                yield batch, [by_doc[i].float() if i in by_doc else empty for i in batch]
 
     def iter_pooled(
-        self, docs: list[list[str]], pooling: str, n_docs: int | None = None
+        self,
+        docs: list[list[str]],
+        pooling: str,
+        n_docs: int | None = None,
+        progress: Progress | None = None,
     ) -> Iterator[tuple[list, torch.Tensor]]:
         """Yield ``(document indices, rows)``: each document's token vectors pooled into one
         row (``pooling`` as for :func:`skembed.document.pool`), batch by batch."""
+        with call_progress(progress, self, len(docs)) as progress:
+            for index, tensors in self._counted_batches(docs, n_docs, progress):
+                yield index, pool_tensors(tensors, pooling)
+
+    def _counted_batches(self, docs, n_docs, progress: Progress):
+        """``iter_batches`` counted on ``progress``: by itself, or here when a family
+        overrode it without the ``progress`` argument."""
+        if takes_progress(self.iter_batches):
+            yield from self.iter_batches(docs, n_docs=n_docs, progress=progress)
+            return
         for index, tensors in self.iter_batches(docs, n_docs=n_docs):
-            yield index, pool_tensors(tensors, pooling)
+            progress.update(len(index))
+            yield index, tensors
 
     def pool_documents(
-        self, docs: list[list[str]], pooling: str, n_docs: int | None = None
+        self,
+        docs: list[list[str]],
+        pooling: str,
+        n_docs: int | None = None,
+        progress: Progress | None = None,
     ) -> torch.Tensor:
         """One row per document of ``docs``: its token vectors pooled (``"mean"``, ``"max"`` or
         ``"min"``; a document without tokens gives zeros), batch by batch, so that the token
         vectors of a corpus are never all held. What :class:`~skembed.DocumentPoolEmbeddings`
         asks of the embedder it wraps or stands after; an embedder may keep the rows
         (:class:`~skembed.TransformerEmbeddings` keeps them per layer in the state store)."""
-        return self._pool_batches(docs, pooling, n_docs)
+        with call_progress(progress, self, len(docs)) as progress:
+            return self._pool_batches(docs, pooling, n_docs, progress)
 
-    def _pool_batches(self, docs, pooling, n_docs) -> torch.Tensor:
+    def _pool_batches(self, docs, pooling, n_docs, progress: Progress) -> torch.Tensor:
         out = None
-        for index, rows in self.iter_pooled(docs, pooling, n_docs=n_docs):
+        for index, rows in self.iter_pooled(docs, pooling, n_docs=n_docs, progress=progress):
             if out is None:
                 out = torch.zeros((len(docs), rows.shape[1]), device=rows.device)
             out[torch.as_tensor(index, device=out.device)] = rows
@@ -375,6 +414,7 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
         count: bool = True,
         keys: dict | None = None,
         n_docs: int | None = None,
+        progress: Progress | None = None,
     ):
         """Yield ``(batch, its non-empty documents, their states)`` over the documents
         ``subset`` in length-sorted batches; states missing from the cache are computed (and
@@ -382,13 +422,19 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
         :class:`skembed._store.CallStates`), whose documents come in batches of their own at
         the end. ``count=False``: the lookups were
         counted already; ``keys``: the state keys of the documents, when the caller has them;
-        ``n_docs``: the documents of the whole call (``subset`` when not given)."""
+        ``n_docs``: the documents of the whole call (``subset`` when not given);
+        ``progress``: the call's bar, advanced by each batch's documents (None: a bar of
+        its own over ``subset``, if ``show_progress_bar``)."""
         batches = length_sorted(subset, lambda i: self._doc_cost(docs[i]), self.batch_size)
-        work = CallStates(self, model, docs, max(sum(map(len, batches)), n_docs or 0))
-        if self.show_progress_bar:
-            from tqdm.auto import tqdm
+        n_subset = sum(map(len, batches))
+        with call_progress(progress, self, n_subset) as progress:
+            work = CallStates(self, model, docs, max(n_subset, n_docs or 0))
+            for batch, index, states in self._batches_of_states(batches, docs, work, count, keys):
+                progress.update(len(batch))
+                yield batch, index, states
 
-            batches = tqdm(batches, desc=type(self).__name__, unit="batch")
+    def _batches_of_states(self, batches, docs, work: CallStates, count: bool, keys):
+        """The batches of :meth:`_batch_states`, before they are counted."""
         for batch in batches:
             index = self._embedded(docs, batch)
             batch_keys = (

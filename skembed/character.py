@@ -144,7 +144,8 @@ class CharacterEmbeddings(BaseTokenEmbedder):
         Epochs without improvement of the validation loss before training stops.
     tokenizer, device, batch_size, precision, show_progress_bar
         As for every skembed embedder; ``batch_size`` is also the number of documents per
-        training step, and ``show_progress_bar`` shows the epochs with their losses.
+        training step, and ``show_progress_bar`` also shows the epochs of ``fit`` with their
+        losses.
 
     Attributes
     ----------

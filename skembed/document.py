@@ -8,6 +8,7 @@ from sklearn import get_config
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
+from ._batching import Progress, shows_progress, takes_progress
 from ._device import to_host
 from ._input import document_chunks
 from ._layers import parse_layers
@@ -19,6 +20,12 @@ from .transformer import _HFEmbedder
 POOLINGS = ("mean", "max", "min")
 _CHUNK_BATCHES = 64  # documents validated and pooled at a time: 64 batches' worth
 OUTPUTS = ("numpy", "torch")
+
+
+def _progress(emb, total: int) -> Progress:
+    """The one bar of a pooling call over ``total`` documents, shown when the token embedder
+    ``emb`` shows bars (``show_progress_bar``)."""
+    return Progress(total, type(emb).__name__, shows_progress(emb))
 
 
 class _DocumentOutput:
@@ -59,6 +66,9 @@ class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimato
     output : {"numpy", "torch"}, default="numpy"
         ``"torch"`` returns a tensor on the embedder's device (as does sklearn's array API
         dispatch); ``set_output(transform="pandas")`` returns a DataFrame.
+
+    A call shows one progress bar over its documents when the token embedder has
+    ``show_progress_bar=True``, however many chunks it reads.
 
     Attributes
     ----------
@@ -148,37 +158,56 @@ class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimato
             # The deferred output of a token embedder before this step: pooled as if this
             # step wrapped it (rows from the state store; the token rows are never made).
             emb, docs = ragged.source
-            return self._finish(self._pool_rows(emb, docs, len(docs)), device=emb._device)
+            with _progress(emb, len(docs)) as progress:
+                rows = self._pool_rows(emb, docs, len(docs), progress)
+            return self._finish(rows, device=emb._device)
         emb = self.embeddings_
         out = None
+        progress = None  # one bar for the whole input, made when its size is known
         # A chunk of documents at a time: the token lists of a large input are never all held.
         size = _CHUNK_BATCHES * getattr(emb, "batch_size", 32)  # a stack has no batch size
-        for chunk in document_chunks(X, size):
-            rows = self._pool_rows(emb, emb._documents(chunk), chunk.total)
-            if out is None:  # rows of the cache are on the host; computed ones on the device
-                out = (
-                    rows
-                    if chunk.total == len(rows)
-                    else rows.new_empty((chunk.total, rows.shape[1]))
-                )
-            if out is not rows:
-                out[chunk.start : chunk.start + len(rows)] = rows
+        try:
+            for chunk in document_chunks(X, size):
+                if progress is None:
+                    progress = _progress(emb, chunk.total)
+                rows = self._pool_rows(emb, emb._documents(chunk), chunk.total, progress)
+                if out is None:  # rows of the cache are on the host; computed ones on the device
+                    out = (
+                        rows
+                        if chunk.total == len(rows)
+                        else rows.new_empty((chunk.total, rows.shape[1]))
+                    )
+                if out is not rows:
+                    out[chunk.start : chunk.start + len(rows)] = rows
+        finally:
+            if progress is not None:
+                progress.close()
         if out is None:
             out = torch.zeros((0, self.n_features_in_))
         return self._finish(out, device=getattr(emb, "_device", None))
 
-    def _pool_rows(self, emb, docs: list[list[str]], total: int) -> torch.Tensor:
+    def _pool_rows(
+        self, emb, docs: list[list[str]], total: int, progress: Progress
+    ) -> torch.Tensor:
         """The pooled rows of ``docs``, part of an input of ``total`` documents (by which the
         state store judges whether to keep the states), from the embedder's
-        ``pool_documents`` (see :meth:`skembed.BaseTokenEmbedder.pool_documents`)."""
+        ``pool_documents`` (see :meth:`skembed.BaseTokenEmbedder.pool_documents`), counted
+        on the call's ``progress`` (handed to the embedder when its method accepts it)."""
         if hasattr(emb, "pool_documents"):
-            return emb.pool_documents(docs, self.pooling, n_docs=total)
+            if takes_progress(emb.pool_documents):
+                return emb.pool_documents(docs, self.pooling, n_docs=total, progress=progress)
+            rows = emb.pool_documents(docs, self.pooling, n_docs=total)
+            progress.update(len(docs))
+            return rows
         # An embedder of another kind that only gives token vectors, batch by batch.
+        counted = takes_progress(emb.iter_batches)
         out = torch.zeros((len(docs), self.n_features_in_))
-        for index, tensors in emb.iter_batches(docs):
+        for index, tensors in emb.iter_batches(docs, **({"progress": progress} if counted else {})):
             rows = pool_tensors(tensors, self.pooling)
             out = out.to(rows.device)
             out[torch.as_tensor(index, device=out.device)] = rows
+            if not counted:
+                progress.update(len(index))
         return out
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:

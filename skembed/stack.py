@@ -11,6 +11,7 @@ from sklearn.utils import Bunch
 from sklearn.utils.metaestimators import _BaseComposition
 from sklearn.utils.validation import check_is_fitted
 
+from ._batching import Progress, call_progress, shows_progress, takes_progress
 from ._input import check_documents, resolve_tokenizer
 from .base import TextTransformerMixin
 from .ragged import RaggedEmbeddings, labelled
@@ -36,6 +37,11 @@ class StackedEmbeddings(TextTransformerMixin, _BaseComposition, auto_wrap_output
         How string documents are split. With None, each member splits them with its own
         ``tokenizer`` and they must agree (an error names the first member and document that
         differ). Otherwise the stack splits once and every member receives the token lists.
+
+    Notes
+    -----
+    A call shows one progress bar over its documents when any member has
+    ``show_progress_bar=True``; each member advances it by its share of each document.
 
     Attributes
     ----------
@@ -188,19 +194,38 @@ class StackedEmbeddings(TextTransformerMixin, _BaseComposition, auto_wrap_output
         check_is_fitted(self, "n_features_out_")
         return labelled(self.embed_documents(self._documents(X)), X)
 
-    def embed_documents(self, docs: list[list[str]], n_docs: int | None = None) -> RaggedEmbeddings:
+    def _shows_progress(self) -> bool:
+        """A stack shows a bar when any member does (see ``skembed._batching.shows_progress``)."""
+        return any(shows_progress(member) for _, member in self._active())
+
+    def embed_documents(
+        self,
+        docs: list[list[str]],
+        n_docs: int | None = None,
+        progress: Progress | None = None,
+    ) -> RaggedEmbeddings:
         """Embed already split documents with every member and concatenate per token (the
         members' ``embed_documents(docs)``: what a user-written member implements; each
-        judges what to keep by ``docs``, so ``n_docs`` changes nothing)."""
+        judges what to keep by ``docs``, so ``n_docs`` changes nothing). ``progress``: the
+        call's bar (see :meth:`skembed.BaseTokenEmbedder.embed_documents`), handed to each
+        member whose ``embed_documents`` accepts it as its share; the others are counted
+        when they return."""
         check_is_fitted(self, "n_features_out_")
+        with call_progress(progress, self, len(docs)) as progress:
+            return self._embed_documents(docs, progress)
+
+    def _embed_documents(self, docs: list[list[str]], progress: Progress) -> RaggedEmbeddings:
         lengths = np.asarray([len(d) for d in docs], dtype=np.int64)
         parts = []
-        for name, member in self._active():
-            out = (
-                member.embed_documents(docs)
-                if hasattr(member, "embed_documents")
-                else member.transform(docs)
-            )
+        active = self._active()
+        for (name, member), share in zip(active, progress.shares(len(docs), len(active))):
+            if not hasattr(member, "embed_documents"):
+                out = member.transform(docs)
+            elif takes_progress(member.embed_documents):
+                out = member.embed_documents(docs, progress=share)
+            else:
+                out = member.embed_documents(docs)
+            share.finish()
             if not isinstance(out, RaggedEmbeddings):
                 raise TypeError(
                     f"Member {name!r} returned {type(out).__name__}; a stack member must be a "
@@ -221,12 +246,17 @@ class StackedEmbeddings(TextTransformerMixin, _BaseComposition, auto_wrap_output
         return RaggedEmbeddings(data, offsets, docs, self.get_feature_names_out())
 
     def iter_batches(
-        self, docs: list[list[str]], n_docs: int | None = None
+        self,
+        docs: list[list[str]],
+        n_docs: int | None = None,
+        progress: Progress | None = None,
     ) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
         """Yield ``(document indices, token tensors)`` a few hundred documents at a time."""
-        for start in range(0, len(docs), _CHUNK):
-            index = list(range(start, min(start + _CHUNK, len(docs))))
-            yield index, self.embed_documents([docs[i] for i in index]).split()
+        with call_progress(progress, self, len(docs)) as progress:
+            for start in range(0, len(docs), _CHUNK):
+                index = list(range(start, min(start + _CHUNK, len(docs))))
+                part = [docs[i] for i in index]
+                yield index, self.embed_documents(part, progress=progress).split()
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """``f"{name}__{feature}"`` for each member's features, in order."""

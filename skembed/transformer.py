@@ -8,6 +8,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from . import _hf
+from ._batching import call_progress
 from ._layers import mix_weights, parse_layers
 from ._pooling import pool
 from ._rows import iter_pooled_states, pooled_rows
@@ -44,9 +45,10 @@ class _HFEmbedder(BaseTokenEmbedder):
     def _unpack_states(self, tensors):
         return _hf.unpack_states(tensors, self._device)
 
-    def iter_batches(self, docs, n_docs=None):
+    def iter_batches(self, docs, n_docs=None, progress=None):
         check_is_fitted(self, "n_features_out_")
-        return _hf.in_call(self._get_model(), docs, super().iter_batches(docs, n_docs=n_docs))
+        batches = super().iter_batches(docs, n_docs=n_docs, progress=progress)
+        return _hf.in_call(self._get_model(), docs, batches)
 
     def _doc_cost(self, doc):
         # Batches sorted by sub-tokens, the length the model sees, waste less on padding than
@@ -92,7 +94,7 @@ class TransformerEmbeddings(_HFEmbedder):
     precision : {"float32", "float16", "bfloat16"}, default="float32"
         Autocast precision of the forward pass; outputs are float32.
     show_progress_bar : bool, default=False
-        Show a tqdm bar over batches.
+        One tqdm bar per call (``transform``, or a pooler's), over its documents.
 
     Attributes
     ----------
@@ -214,22 +216,28 @@ class TransformerEmbeddings(_HFEmbedder):
             )
             yield members, words, counts
 
-    def pool_documents(self, docs, pooling, n_docs=None) -> torch.Tensor:
+    def pool_documents(self, docs, pooling, n_docs=None, progress=None) -> torch.Tensor:
         """One row per document: its word vectors pooled (see
         :meth:`skembed.BaseTokenEmbedder.pool_documents`). With the state cache on, the rows
         are kept in it per layer (see :mod:`skembed._rows`), so the folds and candidates of
         a grid search pool each document once per setting, whichever way the pipeline is
         written; they are on the host then."""
         if STATES.enabled and docs:
-            return pooled_rows(self, docs, pooling, n_docs)
-        return super().pool_documents(docs, pooling, n_docs)
+            with call_progress(progress, self, len(docs)) as progress:
+                return pooled_rows(self, docs, pooling, n_docs, progress)
+        return super().pool_documents(docs, pooling, n_docs, progress)
 
-    def iter_pooled(self, docs, pooling, n_docs=None):
+    def iter_pooled(self, docs, pooling, n_docs=None, progress=None):
         """Yield ``(document indices, rows)``: each document's word vectors pooled into one
         row; documents whose states are cached are read a whole forward pass at a time."""
         check_is_fitted(self, "n_features_out_")
-        batches = iter_pooled_states(self, docs, pooling, n_docs=n_docs)
-        return _hf.in_call(self._get_model(), docs, batches)
+        return _hf.in_call(
+            self._get_model(), docs, self._pooled_states(docs, pooling, n_docs, progress)
+        )
+
+    def _pooled_states(self, docs, pooling, n_docs, progress):
+        with call_progress(progress, self, len(docs)) as progress:
+            yield from iter_pooled_states(self, docs, pooling, n_docs, progress)
 
     def transform(self, X) -> RaggedEmbeddings:
         """Embed every token of every document.

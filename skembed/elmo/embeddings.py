@@ -42,7 +42,7 @@ class ELMoEmbeddings(BaseTokenEmbedder):
     precision : {"float32", "float16", "bfloat16"}, default="float32"
         The matmuls run in this dtype; LSTM memory cells and gate arithmetic stay float32.
     show_progress_bar : bool, default=False
-        Show a progress bar over batches.
+        One tqdm bar per call (``transform``, or a pooler's), over its documents.
 
     Attributes
     ----------

@@ -122,6 +122,7 @@ class FlairEmbeddings(BaseTokenEmbedder):
         has no float16 kernel (and a bfloat16 one only on CPUs with AVX-512): ``fit`` refuses
         a precision the CPU's LSTM cannot run with a ValueError that says what to use.
     show_progress_bar : bool, default=False
+        One tqdm bar per call (``transform``, or a pooler's), over its documents.
 
     Attributes
     ----------

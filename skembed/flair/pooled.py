@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import torch
 from sklearn.utils.validation import check_is_fitted
 
+from .._batching import Progress
 from ..base import check_choice, store_params
 from .embeddings import FlairEmbeddings
 from .lm import CharLM
@@ -197,28 +198,22 @@ class PooledFlairEmbeddings(FlairEmbeddings):
         counts = torch.zeros(len(vocabulary), dtype=torch.long, device=self._device)
         # Corpus-order chunks (fade depends on the order), each batched by length inside.
         chunk = 16 * self.batch_size
-        bar = None
-        if self.show_progress_bar and docs:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(docs), desc=f"{type(self).__name__} memory", unit="doc")
-        for start in range(0, len(docs), chunk):
-            part = docs[start : start + chunk]
-            local = [None] * len(part)
-            for index, tensors in self._local_batches(part):
-                for i, t in zip(index, tensors):
-                    local[i] = t
-            tokens = [t for doc in part for t in doc]
-            keep = [k for k, t in enumerate(tokens) if is_pooled(t, self.only_capitalized)]
-            if keep:
-                flat = torch.cat([t for doc, t in zip(part, local) if doc], 0)
-                values = flat[torch.as_tensor(keep, device=self._device)]
-                ids = torch.as_tensor([vocabulary[tokens[k]] for k in keep], device=self._device)
-                aggregate_(rows, counts, ids, values, self.pooling)
-            if bar is not None:
-                bar.update(len(part))
-        if bar is not None:
-            bar.close()
+        show = bool(self.show_progress_bar and docs)
+        with Progress(len(docs), f"{type(self).__name__} memory", show) as progress:
+            for start in range(0, len(docs), chunk):
+                part = docs[start : start + chunk]
+                local = [None] * len(part)
+                for index, tensors in self._local_batches(part, progress):
+                    for i, t in zip(index, tensors):
+                        local[i] = t
+                tokens = [t for doc in part for t in doc]
+                keep = [k for k, t in enumerate(tokens) if is_pooled(t, self.only_capitalized)]
+                if keep:
+                    flat = torch.cat([t for doc, t in zip(part, local) if doc], 0)
+                    values = flat[torch.as_tensor(keep, device=self._device)]
+                    ids = [vocabulary[tokens[k]] for k in keep]
+                    ids = torch.as_tensor(ids, device=self._device)
+                    aggregate_(rows, counts, ids, values, self.pooling)
         if self.pooling == "mean":
             rows /= counts.clamp(min=1)[:, None]
         self.vocabulary_ = vocabulary
@@ -228,14 +223,10 @@ class PooledFlairEmbeddings(FlairEmbeddings):
         self._memory_for = self._memory_params()
         return self
 
-    def _local_batches(self, docs: list[list[str]]):
-        """The plain Flair vectors (LM outputs through the state cache), without a progress bar."""
-        shown = self.show_progress_bar
-        self.show_progress_bar = False  # fit shows one bar over the whole corpus instead
-        try:
-            yield from super().iter_batches(docs)
-        finally:
-            self.show_progress_bar = shown
+    def _local_batches(self, docs: list[list[str]], progress: Progress):
+        """The plain Flair vectors (LM outputs through the state cache), counted on
+        ``progress`` (fit's one bar over the whole corpus)."""
+        return super().iter_batches(docs, progress=progress)
 
     # -- transform: memory + the document's own occurrences -----------------------------
     def _device_memory(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -248,7 +239,10 @@ class PooledFlairEmbeddings(FlairEmbeddings):
         return cached[1], cached[2]
 
     def iter_batches(
-        self, docs: list[list[str]], n_docs: int | None = None
+        self,
+        docs: list[list[str]],
+        n_docs: int | None = None,
+        progress: Progress | None = None,
     ) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
         """Yield ``(document indices, token tensors)``: ``[local ; pooled]`` per token."""
         check_is_fitted(self, "memory_")
@@ -258,7 +252,7 @@ class PooledFlairEmbeddings(FlairEmbeddings):
                 f"The memory was built with {dict(zip(names, self._memory_for))} but the "
                 f"parameters are now {dict(zip(names, self._memory_params()))}: call fit again."
             )
-        for index, local in super().iter_batches(docs, n_docs=n_docs):
+        for index, local in super().iter_batches(docs, n_docs=n_docs, progress=progress):
             yield index, self._with_pooled([docs[i] for i in index], local)
 
     def _with_pooled(self, docs: list[list[str]], local: list[torch.Tensor]) -> list[torch.Tensor]:

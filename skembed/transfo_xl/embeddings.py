@@ -87,7 +87,7 @@ class TransformerXLEmbeddings(BaseTokenEmbedder):
     precision : {"float32", "float16", "bfloat16"}, default="float32"
         Autocast precision of the forward pass; outputs are float32.
     show_progress_bar : bool, default=False
-        Show a tqdm bar over batches.
+        One tqdm bar per call (``transform``, or a pooler's), over its documents.
 
     Attributes
     ----------

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
+from .._batching import Progress, call_progress
 from ..base import BaseTokenEmbedder, store_params
 from ..ragged import RaggedEmbeddings
 from ..resolve import file_signature
@@ -111,7 +112,7 @@ class WordEmbeddings(BaseTokenEmbedder):
     precision : {"float32", "float16", "bfloat16"}, default="float32"
         Accepted for a uniform interface; a lookup is exact and outputs are float32.
     show_progress_bar : bool, default=False
-        Show a tqdm bar over batches.
+        One tqdm bar per call (``transform``, or a pooler's), over its documents.
 
     Attributes
     ----------
@@ -172,27 +173,35 @@ class WordEmbeddings(BaseTokenEmbedder):
         self.path_ = str(model.path)
 
     # -- lookups (no forward pass: nothing to cache) ------------------------------
-    def embed_documents(self, docs: list[list[str]], n_docs: int | None = None) -> RaggedEmbeddings:
-        """Look up every token of already validated documents in one pass."""
+    def embed_documents(
+        self,
+        docs: list[list[str]],
+        n_docs: int | None = None,
+        progress: Progress | None = None,
+    ) -> RaggedEmbeddings:
+        """Look up every token of already validated documents in one pass (``progress``: the
+        call's bar, see :meth:`skembed.BaseTokenEmbedder.embed_documents`)."""
         check_is_fitted(self, "n_features_out_")
         model = self._get_model()
-        flat = [t for doc in docs for t in doc]
-        data = torch.from_numpy(model.lookup(flat)).to(self._device)
+        with call_progress(progress, self, len(docs)) as progress:
+            flat = [t for doc in docs for t in doc]
+            data = torch.from_numpy(model.lookup(flat)).to(self._device)
+            progress.update(len(docs))
         offsets = np.zeros(len(docs) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([len(d) for d in docs])
         return RaggedEmbeddings(data, offsets, docs, self.get_feature_names_out())
 
     def iter_batches(
-        self, docs: list[list[str]], n_docs: int | None = None
+        self,
+        docs: list[list[str]],
+        n_docs: int | None = None,
+        progress: Progress | None = None,
     ) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
         """Yield ``(document indices, token tensors)`` for ``batch_size`` documents at a time
         (lookups keep no states: ``n_docs`` changes nothing)."""
         check_is_fitted(self, "n_features_out_")
-        starts = range(0, len(docs), self.batch_size)
-        if self.show_progress_bar:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc=type(self).__name__, unit="batch")
-        for start in starts:
-            index = list(range(start, min(start + self.batch_size, len(docs))))
-            yield index, self.embed_documents([docs[i] for i in index]).split()
+        with call_progress(progress, self, len(docs)) as progress:
+            for start in range(0, len(docs), self.batch_size):
+                index = list(range(start, min(start + self.batch_size, len(docs))))
+                part = [docs[i] for i in index]
+                yield index, self.embed_documents(part, progress=progress).split()
