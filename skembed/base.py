@@ -52,9 +52,28 @@ def store_params(obj, params: dict) -> None:
 
 
 def check_choice(name: str, value, choices: Sequence) -> None:
-    """Raise a ValueError listing ``choices`` when ``value`` is not one of them."""
-    if value not in choices:
+    """Raise a ValueError listing ``choices`` when ``value`` is not one of them. A flag is a
+    bool (``1`` is not ``True``), and a number or string never matches a bool.
+
+    Examples
+    --------
+    >>> check_choice("use_scalar_mix", 1, (True, False))
+    Traceback (most recent call last):
+    ...
+    ValueError: use_scalar_mix=1 is not valid; choose one of [True, False].
+    """
+    if not any(_same_choice(value, choice) for choice in choices):
         raise ValueError(f"{name}={value!r} is not valid; choose one of {list(choices)}.")
+
+
+def _same_choice(value, choice) -> bool:
+    flags = isinstance(value, bool | np.bool_), isinstance(choice, bool)
+    if any(flags):
+        return all(flags) and bool(value) is choice
+    try:
+        return bool(value == choice)
+    except (TypeError, ValueError):  # an array, or another value that is not one choice
+        return False
 
 
 class TextTransformerMixin(TransformerMixin):

@@ -356,6 +356,12 @@ def test_unknown_model_error_names_places(tmp_path):
         TransformerEmbeddings(str(tmp_path / "empty")).fit()
 
 
+def test_numpy_bools_are_flags(minilm_path):
+    """A flag from a numpy array (a grid given as np.array([True, False])) is a bool."""
+    emb = TransformerEmbeddings(minilm_path, layers="-1,-2", use_scalar_mix=np.True_).fit()
+    assert emb.n_features_out_ == 384
+
+
 def test_pickling_leaves_the_estimator_as_it_was(minilm_path):
     emb = TransformerEmbeddings(minilm_path).fit()
     before = dict(emb.__dict__)

@@ -190,6 +190,9 @@ BAD_PARAMS = [
     *[(n, {"pooling_operation": "median"}, r"choose one of \['first', 'last', 'first_last', 'mean'\]")
       for n in HF],
     *[(n, {"use_scalar_mix": "yes"}, r"choose one of \[True, False\]") for n in HF],
+    ("TransformerEmbeddings", {"use_scalar_mix": 1}, r"use_scalar_mix=1 is not valid; choose one of \[True, False\]"),
+    ("TransformerDocumentEmbeddings", {"normalize": 0}, r"normalize=0 is not valid; choose one of \[True, False\]"),
+    ("DocumentPoolEmbeddings", {"pooling": np.array(["mean", "max"])}, r"choose one of \['mean', 'max', 'min'\]"),
     ("TransformerXLEmbeddings", {"layers": "7"}, r"layer 7 does not exist .* use integers from"),
     ("TransformerXLEmbeddings", {"use_scalar_mix": "yes"}, r"choose one of \[True, False\]"),
     ("ELMoEmbeddings", {"embedding_mode": "median"}, r"choose one of \['all', 'top', 'average'\]"),
