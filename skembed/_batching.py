@@ -184,11 +184,17 @@ def call_progress(progress: Progress | None, estimator, total: int) -> Iterator[
     if progress is not None:
         yield progress
         return
-    own = Progress(total, type(estimator).__name__, shows_progress(estimator))
+    own = new_progress(estimator, total)
     try:
         yield own
     finally:
         own.close()
+
+
+def new_progress(estimator, total: int) -> Progress:
+    """A bar over the ``total`` documents of a call of ``estimator``, shown when it shows bars
+    (:func:`shows_progress`); the caller closes it."""
+    return Progress(total, type(estimator).__name__, shows_progress(estimator))
 
 
 def shows_progress(estimator) -> bool:

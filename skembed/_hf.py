@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import sys
 import threading
 import weakref
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from . import cache as _cache
+from ._input import replace_lone_surrogates
 from .resolve import NETWORK_TIMEOUT, not_found, offline, skembed_home
 
 # fairseq RoBERTa names, as Flair's tutorial uses them, and legacy short names.
@@ -472,9 +472,6 @@ def _word_encoder(tok) -> Callable[[list[str]], list[list[int]]]:
     return direct if wrapped(_PROBE) == direct(_PROBE) else wrapped
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _clip(ids: list[int], limit: int) -> list[int]:
     """A word's sub-tokens, at most ``limit``: its first and last ones when it has more.
 
@@ -500,7 +497,7 @@ def word_ids(hf: HFModel, words: list[str]) -> list[list[int]]:
     if new:
         # Lone surrogates (text decoded with "surrogateescape") are not valid Unicode and the
         # tokenizers refuse them: read each as U+FFFD, as decoding with errors="replace" would.
-        texts = [_SURROGATE.sub("\ufffd", w) for w in new]
+        texts = list(map(replace_lone_surrogates, new))
         encoded = (hf.encode or _word_encoder(hf.tokenizer))(texts)
         fresh = {w: _clip(ids, hf.window) for w, ids in zip(new, encoded)}
         found.update(fresh)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -58,13 +59,31 @@ def _is_missing(doc) -> bool:
         return False
 
 
-def _labels(index) -> list | None:
-    """A pandas index's labels, unless it is the default 0..n-1 (then positions say it all)."""
+def is_default_index(index) -> bool:
+    """Whether a pandas index is the default ``0..n-1`` (then positions say it all)."""
     import pandas as pd
 
-    if isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1:
-        return None
-    return list(index)
+    return isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
+
+
+def _labels(index) -> list | None:
+    """A pandas index's labels, unless it is the default 0..n-1."""
+    return None if is_default_index(index) else list(index)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def replace_lone_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate (not valid Unicode: tokenizers, Arrow strings and
+    Parquet refuse it) read as U+FFFD, as decoding with ``errors="replace"`` would give.
+
+    Examples
+    --------
+    >>> replace_lone_surrogates("a" + chr(0xD800))
+    'a\ufffd'
+    """
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def _documents_of(X) -> tuple[Sequence, list | None]:

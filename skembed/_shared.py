@@ -16,8 +16,8 @@ atomically, read with one system call, whose target says where the document stan
 
 * ``p<pid>-<start time>``: claimed by process ``pid`` (taken over when that process is gone:
   exited, also when its pid was reused by another, or killed and not yet reaped, a zombie);
-* ``states-<pid>-<n>:<position>``: done, in that batch file (safetensors: reading it runs
-  no code).
+* ``states-<pid>-<tag>-<n>:<position>``: done, in that batch file (safetensors: reading it
+  runs no code; the random tag keeps names unique after pids are reused).
 
 No call waits forever on another process: a claim of a live process that publishes nothing
 for :func:`patience` seconds (stopped, deadlocked, thrashing) is left to it, and the waiting
@@ -25,6 +25,11 @@ process computes the document itself (the same numbers: the forward pass is dete
 
 The first process removes the folder when it exits or clears its cache. The folder holds at
 most the state cache's byte budget of states (all processes' together, give or take a batch).
+
+A directory set with ``set_cache(directory=...)`` is used the same way, except that every
+process writes to it (the first one too), it is never removed, and its batch files (in a
+``batches`` subfolder) are bounded by ``max_disk_bytes``: those read or written longest ago
+are removed first, and their documents computed again when needed.
 """
 
 from __future__ import annotations
@@ -374,9 +379,10 @@ class SharedStates:
             return False
         try:
             with os.scandir(self._path(_BATCHES)) as found:
-                files = [(e.stat().st_mtime_ns, e.stat().st_size, e.path) for e in found]
+                stats = [(e.stat(), e.path) for e in found]
         except OSError:  # no batch file yet
             return True
+        files = [(st.st_mtime_ns, st.st_size, path) for st, path in stats]
         total = sum(n for _, n, _ in files)
         for _, n, path in sorted(files):
             if total + size <= self.max_disk_bytes:

@@ -8,7 +8,7 @@ from sklearn import get_config
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
-from ._batching import Progress, shows_progress, takes_progress
+from ._batching import Progress, new_progress, takes_progress
 from ._device import to_host
 from ._input import document_chunks
 from ._layers import parse_layers
@@ -20,12 +20,6 @@ from .transformer import _HFEmbedder
 POOLINGS = ("mean", "max", "min")
 _CHUNK_BATCHES = 64  # documents validated and pooled at a time: 64 batches' worth
 OUTPUTS = ("numpy", "torch")
-
-
-def _progress(emb, total: int) -> Progress:
-    """The one bar of a pooling call over ``total`` documents, shown when the token embedder
-    ``emb`` shows bars (``show_progress_bar``)."""
-    return Progress(total, type(emb).__name__, shows_progress(emb))
 
 
 class _DocumentOutput:
@@ -158,7 +152,7 @@ class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimato
             # The deferred output of a token embedder before this step: pooled as if this
             # step wrapped it (rows from the state store; the token rows are never made).
             emb, docs = ragged.source
-            with _progress(emb, len(docs)) as progress:
+            with new_progress(emb, len(docs)) as progress:
                 rows = self._pool_rows(emb, docs, len(docs), progress)
             return self._finish(rows, device=emb._device)
         emb = self.embeddings_
@@ -169,7 +163,7 @@ class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimato
         try:
             for chunk in document_chunks(X, size):
                 if progress is None:
-                    progress = _progress(emb, chunk.total)
+                    progress = new_progress(emb, chunk.total)
                 rows = self._pool_rows(emb, emb._documents(chunk), chunk.total, progress)
                 if out is None:  # rows of the cache are on the host; computed ones on the device
                     out = (

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from ._device import to_host
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
+from ._input import is_default_index, replace_lone_surrogates
 
 
 def token_column(tokens: list[str], dtype=None):
@@ -30,7 +28,7 @@ def token_column(tokens: list[str], dtype=None):
     try:
         "".join(tokens).encode("utf-8")  # at C speed: fails only on a lone surrogate
     except UnicodeEncodeError:
-        tokens = [_SURROGATE.sub("\ufffd", t) for t in tokens]
+        tokens = [replace_lone_surrogates(t) for t in tokens]
     return pd.Series(tokens, dtype=dtype).array
 
 
@@ -301,8 +299,6 @@ def labelled(ragged: RaggedEmbeddings, X) -> RaggedEmbeddings:
     import pandas as pd
 
     if isinstance(X, pd.Series | pd.DataFrame):
-        index = X.index
-        default = isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
-        if not default:
-            ragged.index = _check_index(index, len(ragged))
+        if not is_default_index(X.index):
+            ragged.index = _check_index(X.index, len(ragged))
     return ragged
