@@ -19,21 +19,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 HEADER = "| benchmark | metric | value | baseline | ratio |\n|---|---|---|---|---|"
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine() -> str:
     """One line naming the machine a benchmark ran on (CPU, GPU, load, library versions)."""
     import torch
     import transformers
+
+    from skembed._device import cpu_name
 
     parts = [
         f"{cpu_name()}, {os.cpu_count()} CPU cores",

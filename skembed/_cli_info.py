@@ -82,27 +82,16 @@ def info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _devices() -> list[str]:
     import torch
 
-    from ._device import _cpu_matmul_works, cpu_lstm_works
+    from ._device import _cpu_matmul_works, cpu_lstm_works, cpu_name
 
     def yes(ok: bool) -> str:
         return "yes" if ok else "no"
 
     cores = os.cpu_count()
-    lines = [f"cpu: {_cpu_name()}, {cores} cores, torch threads {torch.get_num_threads()}"]
+    lines = [f"cpu: {cpu_name()}, {cores} cores, torch threads {torch.get_num_threads()}"]
     for p in ("bfloat16", "float16"):
         matmul = _cpu_matmul_works(p)
         lstm = matmul and cpu_lstm_works(p)
