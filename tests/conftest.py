@@ -28,6 +28,18 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def empty_caches():
+    """A test that starts and ends with every cache empty (loaded models too) and the state
+    cache on."""
+    import skembed
+
+    skembed.clear_cache()
+    yield
+    skembed.set_cache(enabled=True)
+    skembed.clear_cache()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_home(tmp_path_factory):
     """Keep the skembed cache of the tests away from the user's."""

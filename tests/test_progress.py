@@ -17,7 +17,7 @@ import skembed.document
 from skembed import BaseTokenEmbedder, DocumentPoolEmbeddings, StackedEmbeddings, WordEmbeddings
 from skembed._batching import Progress
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "empty_caches")
 
 TEXTS = ["the cat sat on the mat", "hello world", "", "berlin", "the mat", "cat", "world cat"]
 N = len(TEXTS)
@@ -26,14 +26,6 @@ N = len(TEXTS)
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     return build_files(tmp_path_factory.mktemp("progress"))
-
-
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    skembed.clear_cache()
-    yield
-    skembed.set_cache(enabled=True)
-    skembed.clear_cache()
 
 
 @pytest.fixture

@@ -15,13 +15,13 @@ from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
-from sklearn.utils import estimator_checks as ec
+from test_estimator import DATA_FREE_CHECKS
 
 import skembed
 from skembed import BaseTokenEmbedder, DocumentPoolEmbeddings
 from skembed.base import check_choice, store_params
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "empty_caches")
 
 
 # -- the family (about 60 lines) ---------------------------------------------------------
@@ -96,14 +96,6 @@ TEXTS += [f"{a} {b} film" for a in ("a dull", "a poor", "an awful") for b in ("x
 LABELS = [1] * 9 + [0] * 9
 
 
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    skembed.clear_cache()
-    yield
-    skembed.set_cache(enabled=True)
-    skembed.clear_cache()
-
-
 def test_one_row_per_token_per_document():
     out = ToyEmbeddings().fit_transform(["The cat sat", "", "hello"])
     assert len(out) == 3
@@ -148,16 +140,7 @@ def test_clone_get_params_and_pickle():
 
 @pytest.mark.parametrize(
     "check",
-    [
-        ec.check_estimator_cloneable,
-        ec.check_no_attributes_set_in_init,
-        ec.check_get_params_invariance,
-        ec.check_set_params,
-        ec.check_parameters_default_constructible,
-        ec.check_estimator_repr,
-        ec.check_do_not_raise_errors_in_init_or_set_params,
-        ec.check_mixin_order,
-    ],
+    DATA_FREE_CHECKS,
     ids=lambda check: check.__name__,
 )
 def test_data_free_estimator_checks(check):
