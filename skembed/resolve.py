@@ -112,7 +112,9 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     return f"{text} ({type(exc).__name__})" if text else type(exc).__name__
 
 
-def close_names(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+def close_names(
+    name: str, candidates: Iterable[str], n: int = 3, cutoff: float = 0.75
+) -> list[str]:
     """Names among ``candidates`` close to ``name`` (case-insensitive; an ``org/name`` also
     matches by its last part), best first.
 
@@ -128,7 +130,7 @@ def close_names(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
         for k in {low, low.rsplit("/", 1)[-1]}:
             by_key.setdefault(k, []).append(cand)
     out: list[str] = []
-    for k in get_close_matches(key, by_key, n=n, cutoff=0.75):
+    for k in get_close_matches(key, by_key, n=n, cutoff=cutoff):
         out += [c for c in by_key[k] if c not in out and c.lower() != key]
     return out[:n]
 

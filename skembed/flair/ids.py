@@ -7,12 +7,11 @@ and language names are accepted as Flair accepts them (``german-forward`` is ``d
 from __future__ import annotations
 
 from collections import Counter
-from difflib import get_close_matches
 from os import PathLike
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
-from ..resolve import find_file, flair_cache, not_found
+from ..resolve import close_names, find_file, flair_cache, not_found
 
 _HU = "https://flair.informatik.hu-berlin.de/resources/embeddings/flair/"
 
@@ -214,7 +213,7 @@ def resolve_model_file(name: str | PathLike) -> tuple[Path, str | None]:
         return path, None
     model_id = canonical_id(str(name))
     if model_id is None:
-        close = get_close_matches(str(name).lower(), PRETRAINED, n=3)
+        close = close_names(str(name), PRETRAINED, cutoff=0.6)
         hint = "It is neither a file nor one of Flair's published ids"
         hint += f" (did you mean {', '.join(map(repr, close))}?)." if close else "."
         hint += " See skembed.flair.PRETRAINED for the ids, or train one with `skembed train-lm`."
