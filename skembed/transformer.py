@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from sklearn.utils.validation import check_is_fitted
 
@@ -158,11 +156,18 @@ class TransformerEmbeddings(_HFEmbedder):
         op = self.pooling_operation
         return [(layer, op) for layer in parse_layers(self.layers, model.n_layers)]
 
+    def _sharing_copy(self) -> TransformerEmbeddings:
+        """A copy of this fitted embedder that shares its loaded model and device (a plain
+        ``copy.copy`` goes through pickling's ``__getstate__``, which drops them, so the copy
+        would look its model up again); setting its parameters leaves this one alone."""
+        part = object.__new__(type(self))
+        part.__dict__.update(self.__dict__)
+        return part
+
     def _for_blocks(self, blocks: list) -> TransformerEmbeddings:
         """This fitted embedder with only the layers of ``blocks`` (from ``_column_blocks``),
         sharing its model; not a public estimator (its parameters are not the user's)."""
-        part = object.__new__(type(self))
-        part.__dict__.update(self.__dict__)
+        part = self._sharing_copy()
         part.layers = tuple(layer for layer, _ in blocks)
         part.n_features_out_ = part._n_features(self._get_model())
         return part
@@ -258,7 +263,7 @@ class TransformerEmbeddings(_HFEmbedder):
         check_is_fitted(self, "n_features_out_")
         docs = self._documents(X)
         # A copy: setting this embedder's parameters later does not change the result.
-        snapshot = copy.copy(self)
+        snapshot = self._sharing_copy()
         snapshot._copy_of = self
         deferred = RaggedEmbeddings.deferred(snapshot, docs, self.get_feature_names_out())
         return labelled(deferred, X)
