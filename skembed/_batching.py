@@ -1,32 +1,47 @@
 """Forward passes in batches: length-sorted batches, halving a batch after the device ran
-out of memory (warned once per estimator; the smaller size is kept for the rest of the call),
-and the one progress bar of a call (:class:`Progress`)."""
+out of memory (warned once per estimator; the smaller size is kept for the rest of the call and
+remembered for later calls on the same model and device), and the one progress bar of a call
+(:class:`Progress`)."""
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import inspect
+import re
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from ._device import autocast
+from ._device import forward_context
 
-# Rows per forward pass while a call retries after running out of memory, for the families
-# that batch inside ``_forward`` (windows of long documents) and read it through
-# ``BaseTokenEmbedder._forward_batch_size``; per thread, so concurrent calls never mix.
-BATCH_LIMIT: contextvars.ContextVar[int | None] = contextvars.ContextVar(
-    "skembed_batch_limit", default=None
+# How a device says it ran out of memory besides torch.OutOfMemoryError: CUDA's and MPS's
+# plain RuntimeError ("out of memory"), cuBLAS (CUBLAS_STATUS_ALLOC_FAILED, e.g. creating a
+# handle), cuDNN before and after version 9 (CUDNN_STATUS_ALLOC_FAILED,
+# CUDNN_STATUS_INTERNAL_ERROR_{HOST,DEVICE}_ALLOCATION_FAILED) and cuFFT (CUFFT_ALLOC_FAILED).
+_OUT_OF_MEMORY = re.compile(
+    r"out of memory|\b(CUBLAS|CUDNN|CUSOLVER|CUSPARSE)_STATUS_ALLOC_FAILED\b"
+    r"|\bCUDNN_STATUS_\w*ALLOCATION_FAILED\b|\bCUFFT_ALLOC_FAILED\b",
+    re.IGNORECASE,
 )
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """True for an accelerator running out of memory (CUDA, and MPS's plain RuntimeError)."""
+    """True for an accelerator running out of memory: torch's ``OutOfMemoryError``, or a
+    ``RuntimeError`` from CUDA, MPS, cuBLAS, cuDNN or cuFFT that says an allocation failed.
+
+    Examples
+    --------
+    >>> is_out_of_memory(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling "
+    ...                               "`cublasCreate(handle)`"))
+    True
+    >>> is_out_of_memory(RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED"))
+    False
+    """
     if isinstance(exc, torch.OutOfMemoryError):
         return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    return isinstance(exc, RuntimeError) and _OUT_OF_MEMORY.search(str(exc)) is not None
 
 
 def length_sorted(subset, cost: Callable[[int], int], size: int) -> list[list[int]]:
@@ -51,24 +66,76 @@ class BatchSize:
         self.size = int(size)
 
 
+# Batch sizes that worked after running out of memory, by the estimator's state prefix
+# (model, precision, device, forward parameters) and its ``batch_size``: later calls, clones
+# (every fold and candidate of a grid search) and copies start from there instead of paying the
+# error again. Per process, as the memory a device has left is.
+_WORKING_SIZES: dict = {}
+_SIZES_LOCK = threading.Lock()
+
+
+def _size_key(embedder) -> tuple:
+    return (embedder._state_prefix(), int(embedder.batch_size))
+
+
+def working_batch_size(embedder) -> int | None:
+    """The batch size this process found to fit for ``embedder``'s model, precision and
+    device after running out of memory with its ``batch_size`` (None: it never did)."""
+    with _SIZES_LOCK:
+        return _WORKING_SIZES.get(_size_key(embedder))
+
+
+def forget_batch_sizes() -> None:
+    """Forget the batch sizes remembered after running out of memory (the next call starts
+    from each estimator's ``batch_size`` again)."""
+    with _SIZES_LOCK:
+        _WORKING_SIZES.clear()
+
+
+def _remember(embedder, size: int) -> None:
+    key = _size_key(embedder)
+    with _SIZES_LOCK:
+        _WORKING_SIZES[key] = min(size, _WORKING_SIZES.get(key, size))
+
+
+def passes_batch_size(forward) -> bool:
+    """Whether a family's ``_forward`` takes ``batch_size`` (it batches internally, e.g. the
+    windows of long documents); one that runs its documents in one pass need not."""
+    try:
+        params = inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "batch_size" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 def forward_in_batches(
     embedder, model, docs: Sequence[list[str]], index: Sequence[int], batch: BatchSize
 ) -> list:
     """``embedder._forward(model, part)`` over ``docs[i] for i in index`` in parts of
-    ``batch.size`` documents, under the embedder's precision; one state per document.
+    ``batch.size`` documents, in the embedder's precision (:func:`skembed._device.forward_context`);
+    one state per document. A ``_forward`` that takes ``batch_size`` (it batches internally)
+    gets the current size as that argument.
 
-    Out of memory, the part is halved and tried again (``batch.size`` stays halved); a
-    document that does not fit even alone raises the device's error, naming it.
+    Out of memory, the part is halved and tried again (``batch.size`` stays halved, and the
+    size that works is remembered for later calls on the same model, precision and device:
+    :func:`working_batch_size`); a document that does not fit even alone raises the device's
+    error, naming it.
     """
+    known = working_batch_size(embedder)
+    if known is not None:
+        batch.size = min(batch.size, known)
+    with_size = passes_batch_size(embedder._forward)
     states: list = []
     start = 0
     while start < len(index):
         size = batch.size
         part = [docs[i] for i in index[start : start + size]]
-        token = BATCH_LIMIT.set(size)
         try:
-            with torch.inference_mode(), autocast(embedder._device, embedder.precision):
-                states.extend(embedder._forward(model, part))
+            with torch.inference_mode(), forward_context(embedder._device, embedder.precision):
+                if with_size:
+                    states.extend(embedder._forward(model, part, batch_size=size))
+                else:
+                    states.extend(embedder._forward(model, part))
             start += len(part)
             continue
         except Exception as exc:
@@ -81,10 +148,9 @@ def forward_in_batches(
                     f"{embedder._device} even alone. Split it, use a smaller model or "
                     "precision='float16', or run on device='cpu'."
                 ) from exc
-        finally:
-            BATCH_LIMIT.reset(token)
         # Retry outside the except block, so the failed attempt's tensors can be freed.
         batch.size = max(1, size // 2)
+        _remember(embedder, batch.size)
         warn_out_of_memory(embedder, size, batch.size)
         if embedder._device.type == "cuda":
             torch.cuda.empty_cache()
@@ -100,8 +166,9 @@ def warn_out_of_memory(embedder, size: int, new_size: int) -> None:
     origin._oom_warned = True
     warnings.warn(
         f"{type(embedder).__name__} ran out of memory on {embedder._device} with a batch of "
-        f"{size}; retrying with smaller batches ({new_size}). Set batch_size={new_size} or "
-        "lower to avoid the retries.",
+        f"{size}; retrying with smaller batches ({new_size}). This process keeps the smaller "
+        "size for later calls with this model, precision and device (clones too); set "
+        f"batch_size={new_size} or lower to avoid the retries in new processes.",
         RuntimeWarning,
         stacklevel=5,
     )

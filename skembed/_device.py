@@ -231,7 +231,10 @@ def _cpu_matmul_works(precision: str) -> bool:
 
 
 def check_cpu_precision(device: torch.device, precision: str) -> None:
-    """Refuse, with a clear error, a CPU precision that would crash this machine."""
+    """Refuse, with a clear error, a precision this machine cannot run: one that would crash
+    this CPU, or bfloat16 on a GPU without native bfloat16 (:func:`check_cuda_precision`)."""
+    if device.type == "cuda":
+        check_cuda_precision(device, precision)
     if device.type != "cpu" or precision == "float32" or _cpu_matmul_works(precision):
         return
     raise ValueError(
@@ -266,6 +269,145 @@ def autocast(device: torch.device, precision: str):
     if precision == "float32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
+
+
+def check_cuda_precision(device: torch.device, precision: str) -> None:
+    """Refuse ``precision="bfloat16"`` on a CUDA device without native bfloat16 (before
+    Ampere), where torch would emulate it slowly or fail inside a kernel."""
+    if precision != "bfloat16" or device.type != "cuda":
+        return
+    try:
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch before 2.3 has no emulation argument
+        native = torch.cuda.is_bf16_supported()
+    if not native:
+        name = torch.cuda.get_device_name(device)
+        raise ValueError(
+            f"precision='bfloat16' is not supported natively by {device} ({name}); "
+            "use precision='float16' or 'float32' on this GPU."
+        )
+
+
+# TF32 switches of torch's CUDA backends (cuBLAS matmuls, cuDNN convolutions and RNNs): on
+# Ampere and newer GPUs, cuDNN uses TF32 (10-bit mantissa) for float32 by default. While any
+# thread runs a forward pass they are off (``_TF32["depth"]`` counts the passes under way) and
+# the values found before the first are put back after the last: the switches are global to the
+# process, not per thread.
+_TF32: dict = {"depth": 0, "saved": None}
+_TF32_LOCK = threading.Lock()
+
+
+def _tf32_leaves() -> list:
+    """The per-operation precision settings of torch >= 2.9 (``fp32_precision``), if any."""
+    b = torch.backends
+    leaves = [b.cuda.matmul, getattr(b.cudnn, "conv", None), getattr(b.cudnn, "rnn", None)]
+    if not hasattr(b, "fp32_precision") or not all(
+        hasattr(leaf, "fp32_precision") for leaf in leaves
+    ):
+        return []
+    return leaves
+
+
+def _save_tf32() -> dict:
+    saved: dict = {"leaves": [leaf.fp32_precision for leaf in _tf32_leaves()]}
+    # torch refuses to read the old switches when the new per-operation ones were set to a mix
+    # that they cannot express; those are then restored through the new settings alone.
+    with contextlib.suppress(RuntimeError):
+        saved["matmul"] = torch.get_float32_matmul_precision()
+    with contextlib.suppress(RuntimeError):
+        saved["cudnn"] = bool(torch.backends.cudnn.allow_tf32)
+    return saved
+
+
+def _tf32_off() -> None:
+    # The old switches set the old and the new state together (torch checks they agree),
+    # then each operation's own setting, which may override an "all" setting of cuDNN.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    for leaf in _tf32_leaves():
+        leaf.fp32_precision = "ieee"
+
+
+def _restore_tf32(saved: dict) -> None:
+    if "matmul" in saved:
+        torch.set_float32_matmul_precision(saved["matmul"])
+    if "cudnn" in saved:
+        torch.backends.cudnn.allow_tf32 = saved["cudnn"]
+    for leaf, value in zip(_tf32_leaves(), saved["leaves"]):
+        leaf.fp32_precision = value
+
+
+@contextlib.contextmanager
+def exact_float32():
+    """A context in which float32 on CUDA is IEEE float32: TF32 off for cuBLAS matmuls and
+    cuDNN convolutions and RNNs, the user's settings restored afterwards (also after an error).
+
+    Examples
+    --------
+    >>> before = torch.backends.cudnn.allow_tf32
+    >>> with exact_float32():
+    ...     torch.backends.cudnn.allow_tf32
+    False
+    >>> torch.backends.cudnn.allow_tf32 == before
+    True
+    """
+    with _TF32_LOCK:
+        if _TF32["depth"] == 0:
+            _TF32["saved"] = _save_tf32()
+            _tf32_off()
+        _TF32["depth"] += 1
+    try:
+        yield
+    finally:
+        with _TF32_LOCK:
+            _TF32["depth"] -= 1
+            if _TF32["depth"] == 0:
+                _restore_tf32(_TF32.pop("saved"))
+                _TF32["saved"] = None
+
+
+@contextlib.contextmanager
+def forward_context(device: torch.device, precision: str):
+    """The context of skembed's forward passes on ``device``: autocast to ``precision`` (none
+    for float32) and, on CUDA, float32 that means float32 (:func:`exact_float32`) for what runs
+    in float32: the whole pass for ``"float32"``, the layers autocast keeps in float32 and the
+    recurrent layers :func:`recurrent_autocast` takes out of it otherwise."""
+    check_cuda_precision(device, precision)
+    with contextlib.ExitStack() as stack:
+        if device.type == "cuda":
+            stack.enter_context(exact_float32())
+        stack.enter_context(autocast(device, precision))
+        yield
+
+
+def recurrent_in_float32(device: torch.device, precision: str) -> bool:
+    """Whether a cuDNN LSTM/GRU must leave autocast and run in float32: on CUDA, autocast runs
+    cuDNN's RNN in float16 whatever dtype it was given, so ``"bfloat16"`` would mean float16
+    for the recurrent layers (another range, overflow); they run in float32 instead."""
+    return device.type == "cuda" and precision == "bfloat16"
+
+
+def recurrent_autocast(device: torch.device, precision: str, in_float32: bool = False):
+    """The context of a recurrent layer's call inside :func:`forward_context`: autocast off
+    (float32) when ``in_float32`` or :func:`recurrent_in_float32`, else unchanged."""
+    if in_float32 or recurrent_in_float32(device, precision):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def compact(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` with storage of its own size: a copy when it is a view into a bigger tensor
+    (which it would keep alive), else itself.
+
+    Examples
+    --------
+    >>> big = torch.zeros(3, 4)
+    >>> compact(big[0]).untyped_storage().nbytes(), compact(big) is big
+    (16, True)
+    """
+    if tensor.untyped_storage().nbytes() == tensor.nbytes:
+        return tensor
+    return tensor.clone()
 
 
 def to_host(tensor: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,8 @@ cache, device and precision, the progress bar of a call (:class:`skembed._batchi
 handed down the calls that embed), pickling and tags. A call's states come from the
 state store (:mod:`skembed._store`: memory tier, folder tier, or computed), in length-sorted
 batches whose forward passes are halved after the device runs out of memory
-(:mod:`skembed._batching`); ``_forward`` implementations that batch internally (e.g. windows
-of long documents) read the current limit with :meth:`BaseTokenEmbedder._forward_batch_size`.
+(:mod:`skembed._batching`); a ``_forward`` that batches internally (e.g. windows of long
+documents) takes the current limit as its ``batch_size`` argument.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._batching import BATCH_LIMIT, Progress, call_progress, length_sorted, takes_progress
+from ._batching import Progress, call_progress, length_sorted, takes_progress
 from ._device import check_cpu_precision, check_device, check_precision, resolve_device
 from ._input import check_documents, document_chunks, read_once, resolve_tokenizer
 from ._pooling import pool_tensors
@@ -225,12 +225,6 @@ class BaseTokenEmbedder(TextTransformerMixin, BaseEstimator, auto_wrap_output_ke
     def _doc_cost(self, doc: list[str]) -> int:
         """Sort key for length-sorted batching (longest documents first)."""
         return sum(len(t) for t in doc) + len(doc)
-
-    def _forward_batch_size(self) -> int:
-        """Rows per forward pass for ``_forward``'s own batching: ``batch_size``, or less while
-        retrying after the device ran out of memory."""
-        limit = BATCH_LIMIT.get()
-        return self.batch_size if limit is None else max(1, min(self.batch_size, limit))
 
     # -- model -----------------------------------------------------------------
     def _get_model(self):

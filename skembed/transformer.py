@@ -31,9 +31,9 @@ class _HFEmbedder(BaseTokenEmbedder):
     def _load_model(self, device):
         return _hf.load_hf(self._model_key()[1], device)
 
-    def _forward(self, model, docs):
+    def _forward(self, model, docs, batch_size):
         # Windows per forward pass: batch_size, or less while retrying after out-of-memory.
-        return _hf.forward(model, docs, self._forward_batch_size())
+        return _hf.forward(model, docs, batch_size)
 
     _shares_states = True
 

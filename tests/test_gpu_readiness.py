@@ -1,0 +1,175 @@
+"""GPU readiness without a GPU: out-of-memory recognition and remembered batch sizes, the
+batch-size argument of ``_forward``, TF32 off inside forward passes, recurrent layers out of
+autocast, the fork hook, deterministic training and compact outputs.
+
+torch's CUDA queries are replaced where needed; no tensor is moved to a GPU. The checks that
+need a real GPU are the ``gpu``-marked tests run by ``scripts/gpu-check.sh``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from tiny_embedders import build_files, make, rows
+
+import skembed
+from skembed import _batching
+from skembed._batching import BatchSize, forward_in_batches, is_out_of_memory
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+DOCS = [["a", "b", "c"], ["d"], ["e", "f"], ["g", "h", "i", "j"], ["k"], ["l", "m"]] * 2
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return build_files(tmp_path_factory.mktemp("gpu-readiness"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    """No batch size remembered from another test, every transform runs the network."""
+    _batching.forget_batch_sizes()
+    skembed.set_cache(enabled=False)
+    yield
+    skembed.set_cache(enabled=True)
+    _batching.forget_batch_sizes()
+
+
+class FakeEmbedder:
+    """What ``forward_in_batches`` uses of an estimator; its ``_forward`` fails above ``fits``
+    documents with ``error`` and records the sizes it was given."""
+
+    def __init__(self, error, fits: int, batch_size: int = 8, key: str = "fake"):
+        self.error, self.fits, self.batch_size, self.key = error, fits, batch_size, key
+        self._device = torch.device("cpu")
+        self.precision = "float32"
+        self.sizes: list[int] = []
+
+    def _state_prefix(self):
+        return (self.key, self.precision, str(self._device), ())
+
+    def _forward(self, model, docs):
+        self.sizes.append(len(docs))
+        if len(docs) > self.fits:
+            raise self.error
+        return [len(d) for d in docs]
+
+
+def run(embedder, docs=DOCS):
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        out = forward_in_batches(
+            embedder, None, docs, range(len(docs)), BatchSize(embedder.batch_size)
+        )
+    return out, [w for w in record if "ran out of memory" in str(w.message)]
+
+
+# -- out of memory: what counts, and the size that works is remembered -----------------------
+ALLOCATION_FAILURES = [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    RuntimeError("CUDA error: out of memory"),
+    RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+    RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"),
+    RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED"),
+    RuntimeError("cuFFT error: CUFFT_ALLOC_FAILED"),
+    RuntimeError("MPS backend out of memory (MPS allocated: 1.00 GB)"),
+]
+
+
+@pytest.mark.parametrize("error", ALLOCATION_FAILURES, ids=lambda e: str(e)[:28])
+def test_allocation_failures_are_out_of_memory_and_retried(error):
+    assert is_out_of_memory(error)
+    emb = FakeEmbedder(error, fits=2)
+    out, warned = run(emb)
+    assert out == [len(d) for d in DOCS]
+    assert emb.sizes[:3] == [8, 4, 2] and set(emb.sizes[3:]) == {2}
+    assert len(warned) == 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED"),
+        RuntimeError("CUDA error: CUBLAS_STATUS_EXECUTION_FAILED"),
+        ValueError("out of memory"),  # not a device error
+    ],
+)
+def test_other_device_errors_are_not_retried(error):
+    emb = FakeEmbedder(error, fits=2)
+    with pytest.raises(type(error)):
+        run(emb)
+    assert emb.sizes == [8]
+
+
+def test_the_working_batch_size_is_remembered_across_calls_and_clones():
+    error = torch.OutOfMemoryError("CUDA out of memory")
+    first = FakeEmbedder(error, fits=2)
+    _, warned = run(first)
+    assert len(warned) == 1 and "keeps the smaller size" in str(warned[0].message)
+    assert _batching.working_batch_size(first) == 2
+    # A later call, and another estimator on the same model, precision and device (a clone
+    # made by a grid search), start from the size that worked: no error paid again.
+    for again in (first, FakeEmbedder(error, fits=2)):
+        again.sizes.clear()
+        _, warned = run(again)
+        assert again.sizes == [2] * 6 and warned == []
+    # Another device, precision, model or batch_size is another memory budget.
+    for other in ("cuda:1", "bfloat16", "model", "batch"):
+        emb = FakeEmbedder(error, fits=2, batch_size=16 if other == "batch" else 8)
+        emb._device = torch.device(other) if other.startswith("cuda") else emb._device
+        emb.precision = other if other == "bfloat16" else emb.precision
+        emb.key = other if other == "model" else emb.key
+        assert _batching.working_batch_size(emb) is None
+    _batching.forget_batch_sizes()
+    assert _batching.working_batch_size(first) is None
+
+
+def test_a_clone_of_a_real_family_starts_from_the_working_size(files, tiny_model, monkeypatch):
+    emb = make("FlairEmbeddings", files, tiny_model, batch_size=4).fit()
+    expected = rows(emb.transform(DOCS))
+    real, sizes = type(emb)._forward, []
+
+    def forward(self, model, docs):
+        sizes.append(len(docs))
+        if len(docs) > 1:
+            raise RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED")
+        return real(self, model, docs)
+
+    monkeypatch.setattr(type(emb), "_forward", forward)
+    with pytest.warns(RuntimeWarning, match="ran out of memory"):
+        first = rows(emb.transform(DOCS))
+    assert sizes[:3] == [4, 2, 1]
+    sizes.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning: no second out-of-memory error
+        again = rows(clone(emb).fit().transform(DOCS))
+    assert set(sizes) == {1}
+    for a, b, c in zip(expected, first, again):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(a, c, atol=1e-5, rtol=0)
+
+
+# -- the batch size reaches a _forward that batches internally as an argument ----------------
+def test_forward_gets_the_current_batch_size_as_an_argument():
+    error = torch.OutOfMemoryError("CUDA out of memory")
+
+    class Windows(FakeEmbedder):
+        """Batches windows itself: fails when asked for more than 2 rows at a time."""
+
+        def _forward(self, model, docs, batch_size):
+            self.sizes.append(batch_size)
+            if batch_size > 2:
+                raise error
+            return [len(d) for d in docs]
+
+    emb = Windows(error, fits=2)
+    out, _ = run(emb)
+    assert out == [len(d) for d in DOCS] and emb.sizes[:3] == [8, 4, 2]
+    assert _batching.passes_batch_size(emb._forward)
+    assert not _batching.passes_batch_size(FakeEmbedder(error, 1)._forward)
+    assert not hasattr(_batching, "BATCH_LIMIT")  # no hidden channel
