@@ -186,6 +186,8 @@ def resolve_device(device) -> torch.device:
         own = torch.device(default) if default is not None else None
         if own is None or own.type != "cuda" or own.index is None or own.index >= count:
             own = torch.device("cuda", torch.cuda.current_device())
+        check_cuda_usable(own)
+        note_cuda_use()
         if dev.index is None:
             return own
         if dev.index >= count:
@@ -202,6 +204,42 @@ def resolve_device(device) -> torch.device:
         warnings.warn("MPS is not available; using the CPU.", RuntimeWarning, stacklevel=3)
         return torch.device("cpu")
     return dev
+
+
+# Fork after CUDA: a child forked from a process that used CUDA cannot use CUDA (torch fails
+# with "Cannot re-initialize CUDA in forked subprocess"), and the CUDA tensors of the caches it
+# inherited are dead. The first CUDA use registers a hook that empties them in such a child and
+# marks it, so that it refuses CUDA with a message naming the start methods that work.
+_CUDA: dict = {"used": False, "hooked": False, "forked_after_use": False}
+
+
+def note_cuda_use() -> None:
+    """Record that this process uses CUDA (a model or forward pass on a CUDA device)."""
+    if not _CUDA["used"]:
+        _CUDA["used"] = True
+        if not _CUDA["hooked"] and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_after_fork_in_child)
+            _CUDA["hooked"] = True
+
+
+def _after_fork_in_child() -> None:
+    if not _CUDA["used"]:
+        return
+    _CUDA["forked_after_use"] = True
+    from .cache import drop_after_fork  # deferred: the cache imports torch models lazily
+
+    drop_after_fork()
+
+
+def check_cuda_usable(device: torch.device) -> None:
+    """Refuse CUDA in a process forked after its parent used CUDA, with what to do instead."""
+    if device.type == "cuda" and _CUDA["forked_after_use"]:
+        raise RuntimeError(
+            f"device {str(device)!r} cannot be used in this process: it was forked from a "
+            "process that had already used CUDA, and CUDA does not survive a fork. Start "
+            "workers with joblib's default 'loky' backend, multiprocessing's 'spawn' or "
+            "'forkserver' start method, or Dask, not with 'fork'; or use device='cpu' in them."
+        )
 
 
 def check_precision(precision) -> torch.dtype:
@@ -372,9 +410,11 @@ def forward_context(device: torch.device, precision: str):
     for float32) and, on CUDA, float32 that means float32 (:func:`exact_float32`) for what runs
     in float32: the whole pass for ``"float32"``, the layers autocast keeps in float32 and the
     recurrent layers :func:`recurrent_autocast` takes out of it otherwise."""
+    check_cuda_usable(device)
     check_cuda_precision(device, precision)
     with contextlib.ExitStack() as stack:
         if device.type == "cuda":
+            note_cuda_use()
             stack.enter_context(exact_float32())
         stack.enter_context(autocast(device, precision))
         yield

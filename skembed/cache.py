@@ -368,3 +368,14 @@ def cache_info() -> dict:
         "shared_writes": SHARED.writes,
         "state_directory": SHARED.root if SHARED.kept else None,
     }
+
+
+def drop_after_fork() -> None:
+    """Empty the model and state caches of a child forked from a process that used CUDA
+    (:func:`skembed._device.note_cuda_use` registers the hook): their CUDA tensors are dead
+    there. The caches are made anew rather than cleared, since a thread of the parent may have
+    held one of their locks at the fork."""
+    enabled = STATES.enabled
+    MODELS.__init__(MODELS.max_models)
+    STATES.__init__(STATES.max_bytes)
+    STATES.enabled = enabled

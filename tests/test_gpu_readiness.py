@@ -8,6 +8,8 @@ need a real GPU are the ``gpu``-marked tests run by ``scripts/gpu-check.sh``.
 
 from __future__ import annotations
 
+import json
+import os
 import warnings
 
 import numpy as np
@@ -173,3 +175,61 @@ def test_forward_gets_the_current_batch_size_as_an_argument():
     assert _batching.passes_batch_size(emb._forward)
     assert not _batching.passes_batch_size(FakeEmbedder(error, 1)._forward)
     assert not hasattr(_batching, "BATCH_LIMIT")  # no hidden channel
+
+
+# -- fork after CUDA: the child drops the caches and refuses CUDA with a clear message --------
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_after_cuda_use_drops_the_caches_and_refuses_cuda(monkeypatch):
+    from skembed import _device
+    from skembed.cache import MODELS, STATES
+
+    skembed.set_cache(enabled=True)
+    MODELS.get(("fork-test", "cuda:0"), lambda: "a model on the GPU")
+    STATES.put(("fork-test", 0), torch.zeros(3))
+    monkeypatch.setitem(_device._CUDA, "used", False)
+    _device.note_cuda_use()  # what the first CUDA forward pass does
+    assert _device._CUDA["hooked"]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what it sees, then leave without pytest's teardown
+        os.close(read)
+        try:
+            seen = [len(MODELS), len(STATES), STATES.enabled]
+            try:
+                with _device.forward_context(torch.device("cuda", 0), "float32"):
+                    seen.append("ran")
+            except RuntimeError as exc:
+                seen.append(str(exc))
+            with _device.forward_context(torch.device("cpu"), "float32"):
+                seen.append("cpu ran")
+            os.write(write, json.dumps(seen).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        seen = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    assert seen[:3] == [0, 0, True]
+    assert "forked from a process that had already used CUDA" in seen[3]
+    assert "'spawn'" in seen[3] and "loky" in seen[3]
+    assert seen[4] == "cpu ran"
+    # The parent keeps its caches and its CUDA.
+    assert len(MODELS) >= 1 and STATES.get(("fork-test", 0)) is not None
+    assert not _device._CUDA["forked_after_use"]
+    MODELS.clear()
+    STATES.clear()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_fork_before_any_cuda_use_keeps_the_caches(monkeypatch):
+    from skembed import _device
+    from skembed.cache import STATES
+
+    monkeypatch.setitem(_device._CUDA, "used", False)
+    skembed.set_cache(enabled=True)
+    STATES.put(("fork-test", 1), torch.zeros(2))
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if STATES.get(("fork-test", 1)) is not None else 1)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    STATES.clear()
