@@ -37,7 +37,8 @@ from _common import (
 )
 
 import skembed
-from skembed import TransformerDocumentEmbeddings, TransformerEmbeddings, _hf
+from skembed import TransformerDocumentEmbeddings, TransformerEmbeddings
+from skembed._hf.words import word_ids
 
 
 def raw_batches(emb: TransformerEmbeddings, texts: list[str]) -> list[dict]:
@@ -48,7 +49,7 @@ def raw_batches(emb: TransformerEmbeddings, texts: list[str]) -> list[dict]:
     batches = []
     for s in range(0, len(order), emb.batch_size):
         rows = [
-            [i for p in _hf.word_ids(hf, docs[j]) for i in p] for j in order[s : s + emb.batch_size]
+            [i for p in word_ids(hf, docs[j]) for i in p] for j in order[s : s + emb.batch_size]
         ]
         full = [hf.prefix + r + hf.suffix for r in rows]
         width = max(len(f) for f in full)

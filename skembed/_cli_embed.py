@@ -141,7 +141,7 @@ def build_embedder(args):
 
 def _manifest(args, in_fmt: str, out_fmt: str) -> dict:
     from . import __version__
-    from ._hf import resolve_model
+    from ._hf.resolve import resolve_model
     from .resolve import file_signature
 
     try:

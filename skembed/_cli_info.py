@@ -114,7 +114,7 @@ def _devices() -> list[str]:
 
 
 def _model_places() -> list[str]:
-    from ._hf import packaged_minilm_path
+    from ._hf.resolve import packaged_minilm_path
     from .resolve import flair_cache, offline, skembed_home
 
     try:

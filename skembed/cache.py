@@ -247,7 +247,7 @@ def set_cache(
     enabled : bool, optional
         Turn the cache of forward-pass states on or off (on by default). Off, transformer
         models also forget the words they tokenized at the end of each call (on, they keep
-        up to ``skembed._hf.WORD_CACHE_BYTES`` of them per model, 32 MiB).
+        up to ``skembed._hf.words.WORD_CACHE_BYTES`` of them per model, 32 MiB).
     max_bytes : int, optional
         Byte budget of the cache (1 GiB by default); the least recently used states go first.
         A call (``transform``) whose documents' states would not all fit in the budget
@@ -340,11 +340,11 @@ def clear_cache(models: bool = True, states: bool = True) -> None:
 
 
 def _clear_word_caches() -> None:
-    """Forget the words transformer tokenizers have seen (``skembed._hf.WordCache``): they
-    follow the state cache, off with it and cleared with it."""
-    from . import _hf  # deferred: _hf imports this module
+    """Forget the words transformer tokenizers have seen (``skembed._hf.words.WordCache``):
+    they follow the state cache, off with it and cleared with it."""
+    from ._hf.words import clear_word_caches  # deferred: it imports this module
 
-    _hf.clear_word_caches()
+    clear_word_caches()
 
 
 def cache_info() -> dict:

@@ -64,7 +64,7 @@ def main(argv=None, args: argparse.Namespace | None = None) -> int:
 
     import skembed
     from skembed import DocumentPoolEmbeddings, TransformerEmbeddings
-    from skembed._hf import packaged_minilm_path
+    from skembed._hf.resolve import packaged_minilm_path
     from skembed.datasets import load_reviews
 
     model = packaged_minilm_path()

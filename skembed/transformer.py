@@ -5,8 +5,12 @@ from __future__ import annotations
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from . import _hf
 from ._batching import call_progress
+from ._hf.doc_state import pack_states, unpack_states
+from ._hf.forward import forward_documents
+from ._hf.load import load_hf
+from ._hf.resolve import resolve_model
+from ._hf.words import in_call, word_ids
 from ._layers import mix_weights, parse_layers
 from ._pooling import pool
 from ._rows import iter_pooled_states, pooled_rows
@@ -25,28 +29,28 @@ class _HFEmbedder(BaseTokenEmbedder):
         return self.model
 
     def _model_key(self):
-        path = _hf.resolve_model(self._model_name())
+        path = resolve_model(self._model_name())
         return ("hf", path, file_signature(path))  # files rewritten in place: a new model
 
     def _load_model(self, device):
-        return _hf.load_hf(self._model_key()[1], device)
+        return load_hf(self._model_key()[1], device)
 
     def _forward(self, model, docs, batch_size):
         # Windows per forward pass: batch_size, or less while retrying after out-of-memory.
-        return _hf.forward(model, docs, batch_size)
+        return forward_documents(model, docs, batch_size)
 
     _shares_states = True
 
     def _pack_states(self, states):
-        return _hf.pack_states(states)
+        return pack_states(states)
 
     def _unpack_states(self, tensors):
-        return _hf.unpack_states(tensors, self._device)
+        return unpack_states(tensors, self._device)
 
     def iter_batches(self, docs, n_docs=None, progress=None):
         check_is_fitted(self, "n_features_out_")
         batches = super().iter_batches(docs, n_docs=n_docs, progress=progress)
-        return _hf.in_call(self._get_model(), docs, batches)
+        return in_call(self._get_model(), docs, batches)
 
     def _doc_cost(self, doc):
         # Batches sorted by sub-tokens, the length the model sees, waste less on padding than
@@ -57,7 +61,7 @@ class _HFEmbedder(BaseTokenEmbedder):
         try:
             return hf.word_ids.n_subtokens(doc)
         except KeyError:  # dropped from the bounded word cache since
-            return sum(map(len, _hf.word_ids(hf, doc)))
+            return sum(map(len, word_ids(hf, doc)))
 
 
 class TransformerEmbeddings(_HFEmbedder):
@@ -201,7 +205,7 @@ class TransformerEmbeddings(_HFEmbedder):
         return rows
 
     def _state_group(self, state):
-        return id(state.base) if state.base is not None else id(state)
+        return id(state.pass_states) if state.pass_states is not None else id(state)
 
     def _read_groups(self, model, states):
         """Yield ``(positions in states, word vectors, words per document)`` for each group
@@ -236,7 +240,7 @@ class TransformerEmbeddings(_HFEmbedder):
         """Yield ``(document indices, rows)``: each document's word vectors pooled into one
         row; documents whose states are cached are read a whole forward pass at a time."""
         check_is_fitted(self, "n_features_out_")
-        return _hf.in_call(
+        return in_call(
             self._get_model(), docs, self._pooled_states(docs, pooling, n_docs, progress)
         )
 
@@ -272,11 +276,11 @@ class TransformerEmbeddings(_HFEmbedder):
 def _read_group(states, layers, mix, op: str) -> tuple[torch.Tensor, list[int]]:
     """Word vectors of documents whose states are views of one tensor, read at once, and
     the number of words of each document."""
-    base = states[0].base
+    base = states[0].pass_states
     if base is None:  # a state made elsewhere: its own tensor
         base, spans = states[0].sub, states[0].spans
     else:
-        spans = torch.cat([s.base_spans for s in states])
+        spans = torch.cat([s.pass_spans for s in states])
     n_layers, n_pos, hidden = base.shape
     counts = [len(s.spans) for s in states]
     n_sub = sum(s.sub.shape[1] for s in states)

@@ -17,8 +17,9 @@ from skembed import (
     DocumentPoolEmbeddings,
     TransformerDocumentEmbeddings,
     TransformerEmbeddings,
-    _hf,
 )
+from skembed._hf.doc_state import pack_states, unpack_states
+from skembed._hf.forward import forward_documents
 from skembed.transformer import POOLING_OPERATIONS
 
 # Strings MiniLM's (BERT's) tokenizer maps to no sub-tokens: format and control characters,
@@ -114,8 +115,8 @@ def test_cached_states_give_the_same_zeros(minilm):
     np.testing.assert_array_equal(again.to_numpy(), first.to_numpy())
     hf = emb._get_model()
     with torch.inference_mode():
-        states = _hf.forward(hf, docs, 8)
-        unpacked = _hf.unpack_states(_hf.pack_states(states), "cpu")
+        states = forward_documents(hf, docs, 8)
+        unpacked = unpack_states(pack_states(states), "cpu")
         rows = emb._combine(hf, unpacked)
     assert [s.n_empty for s in unpacked] == [s.n_empty for s in states] == [1, 1, 1]
     np.testing.assert_array_equal(np.concatenate([r.numpy() for r in rows]), first.to_numpy())

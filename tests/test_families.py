@@ -104,7 +104,7 @@ def test_family_classes_use_seed_names(tiny_model):
 
 
 def test_roberta_fairseq_names_map_to_hugging_face():
-    from skembed._hf import ALIASES
+    from skembed._hf.resolve import ALIASES
 
     assert ALIASES["roberta.large"] == "FacebookAI/roberta-large"
     with pytest.raises(FileNotFoundError, match="FacebookAI/roberta-base"):

@@ -19,7 +19,8 @@ from sklearn.pipeline import make_pipeline
 from tiny_embedders import build_files, is_pooler, make, rows
 
 import skembed
-from skembed import _batching, _hf
+from skembed import _batching
+from skembed._hf import forward as hf_forward
 from skembed.elmo import ElmoModel
 from skembed.resolve import ModelNotFoundError
 
@@ -69,7 +70,7 @@ def test_out_of_memory_in_a_transformer_batch_is_split_and_retried(
     emb = make("TransformerEmbeddings", files, tiny_model, batch_size=8).fit()
     expected = emb.transform(DOCS)
     expected.to_numpy()  # computed now (transform defers the vectors)
-    real_run, sizes = _hf._run, []
+    real_run, sizes = hf_forward._run_batch, []
 
     def run(hf, batch_rows, device):
         sizes.append(len(batch_rows))
@@ -77,7 +78,7 @@ def test_out_of_memory_in_a_transformer_batch_is_split_and_retried(
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_run(hf, batch_rows, device)
 
-    monkeypatch.setattr(_hf, "_run", run)
+    monkeypatch.setattr(hf_forward, "_run_batch", run)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         first, second = emb.transform(DOCS), emb.transform(DOCS)

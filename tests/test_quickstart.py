@@ -7,7 +7,7 @@ import pytest
 
 import skembed
 from skembed import quickstart
-from skembed._hf import packaged_minilm_path
+from skembed._hf.resolve import packaged_minilm_path
 from skembed.datasets import load_reviews
 
 pytestmark = pytest.mark.skipif(packaged_minilm_path() is None, reason="packaged MiniLM missing")

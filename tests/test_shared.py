@@ -113,8 +113,8 @@ def test_a_document_read_alone_holds_only_its_own_states(bert, sibling):
     emb = TransformerEmbeddings(bert).fit()
     docs = emb._documents(TEXTS[:3])
     states = STATES.get_many(emb._state_keys(docs, range(3)), count=False)
-    (base,) = {id(s.base): s.base for s in states}.values()  # one tensor for the three
-    assert base.shape[1] == sum(s.sub.shape[1] + s.special.shape[1] for s in states)
+    (whole,) = {id(s.pass_states): s.pass_states for s in states}.values()  # one for the three
+    assert whole.shape[1] == sum(s.sub.shape[1] + s.special.shape[1] for s in states)
     skembed.set_cache(enabled=False)
     for a, b in zip(few, embed(bert, TEXTS[:3])):
         np.testing.assert_allclose(a, b, atol=1e-5)

@@ -10,7 +10,7 @@ import pytest
 
 import skembed
 from skembed import DocumentPoolEmbeddings, TransformerDocumentEmbeddings, TransformerEmbeddings
-from skembed._hf import WORD_CACHE_BYTES, WordCache, _entry_bytes
+from skembed._hf.words import WORD_CACHE_BYTES, WordCache, _entry_bytes
 
 DOCS = [
     "the quick brown fox jumps over the lazy dog",

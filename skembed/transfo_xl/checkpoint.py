@@ -149,7 +149,7 @@ def resolve_folder(name) -> Path:
             if (found / "config.json").is_file():
                 return found
         if not offline():
-            from .._hf import hub_snapshot
+            from .._hf.resolve import hub_snapshot
 
             try:
                 return Path(hub_snapshot(repos[-1], allow_patterns=FILES))
@@ -159,7 +159,7 @@ def resolve_folder(name) -> Path:
 
 
 def _not_found(name, looked, repo, failed=None):
-    from .._hf import local_model_names
+    from .._hf.resolve import local_model_names
 
     local = skembed_home() / "transformers" / repo.replace("/", "--")
     fix = (
