@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ._lru import ByteLRU
 from ._shared import SHARED
 from .resolve import FileSignature
 
@@ -142,17 +143,20 @@ class ModelCache:
 
 
 class StateCache:
-    """An LRU mapping ``key -> state`` bounded by the total bytes of the stored tensors."""
+    """An LRU mapping ``key -> state`` bounded by the total bytes of the stored tensors and
+    their keys, with hit, miss and computed-document counters."""
 
     def __init__(self, max_bytes: int = _DEFAULT_STATE_BYTES):
-        self.max_bytes = int(max_bytes)
         self.enabled = True
-        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
+        self._lru = ByteLRU(max_bytes)
+        self._lock = threading.Lock()  # for the counters
         self.hits = 0
         self.misses = 0
         self.computed = 0  # documents this process ran through a network
+
+    @property
+    def max_bytes(self) -> int:
+        return self._lru.max_bytes
 
     def count_computed(self, n: int) -> None:
         with self._lock:
@@ -168,55 +172,34 @@ class StateCache:
         lock; ``count=False`` leaves the hit and miss counters alone."""
         if not self.enabled:
             return [None] * len(keys)
-        with self._lock:
-            found = list(map(self._items.get, keys))
-            move = self._items.move_to_end
-            for key, item in zip(keys, found):
-                if item is not None:
-                    move(key)
+        found = self._lru.get_many(keys)
+        if count:
             hits = len(keys) - found.count(None)
-            if count:
+            with self._lock:
                 self.hits += hits
                 self.misses += len(keys) - hits
-        return [None if item is None else item[0] for item in found]
+        return found
 
     def put(self, key: Hashable, state) -> None:
         if not self.enabled:
             return
         # The key counts too: for small states it is much of the memory.
-        size = _nbytes(state) + _key_bytes(key)
-        if size > self.max_bytes:
-            return
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._bytes -= old[1]
-            self._items[key] = (state, size)
-            self._bytes += size
-            self._evict()
-
-    def _evict(self) -> None:
-        while self._bytes > self.max_bytes and self._items:
-            _, (_, evicted) = self._items.popitem(last=False)
-            self._bytes -= evicted
+        self._lru.put(key, state, _nbytes(state) + _key_bytes(key))
 
     def resize(self, max_bytes: int) -> None:
-        with self._lock:
-            self.max_bytes = int(max_bytes)
-            self._evict()
+        self._lru.resize(max_bytes)
 
     def clear(self) -> None:
+        self._lru.clear()
         with self._lock:
-            self._items.clear()
-            self._bytes = 0
             self.hits = self.misses = self.computed = 0
 
     @property
     def nbytes(self) -> int:
-        return self._bytes
+        return self._lru.nbytes
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._lru)
 
 
 MODELS = ModelCache()

@@ -229,7 +229,7 @@ def test_pooled_rows_of_combined_layers_are_kept_whole(bert, params):
     reference = uncached(lambda: pooled.transform(TEXTS))
     np.testing.assert_array_equal(pooled.transform(TEXTS), reference)
     np.testing.assert_array_equal(pooled.transform(TEXTS), reference)
-    tables = [v for k, (v, _) in STATES._items.items() if "pooled" in k]
+    tables = [v for k, (v, _) in STATES._lru._entries.items() if "pooled" in k]
     assert len(tables) == 1 and len(tables[0].index) == len(TEXTS)  # one block: whole rows
 
 
@@ -254,10 +254,10 @@ def test_documents_with_and_without_cached_states_in_one_call(bert):
 def test_pooled_rows_are_kept_on_the_host_and_counted(bert):
     pooled = DocumentPoolEmbeddings(TransformerEmbeddings(bert)).fit(TEXTS)
     out = pooled.transform(TEXTS + TEXTS[:2])  # a document twice: one row
-    (table,) = [v[0] for k, v in STATES._items.items() if "pooled" in k]
+    (table,) = [v[0] for k, v in STATES._lru._entries.items() if "pooled" in k]
     assert len(table.index) == table.n == len(TEXTS)
     assert isinstance(table.data, np.ndarray) and table.data.flags.owndata  # on the host
-    (size,) = [v[1] for k, v in STATES._items.items() if "pooled" in k]
+    (size,) = [v[1] for k, v in STATES._lru._entries.items() if "pooled" in k]
     assert size >= table.data.nbytes  # the budget counts the rows held
     assert not np.shares_memory(out, table.data)  # results are copies
     np.testing.assert_array_equal(out[-2:], out[:2])
@@ -392,7 +392,7 @@ def test_a_call_too_large_for_the_budget_keeps_no_states(bert, monkeypatch):
 
     emb = TransformerEmbeddings(bert, batch_size=2).fit()
     emb.transform(MORE).to_numpy()  # computed now (transform defers the vectors)
-    per_doc = max(size for _, size in STATES._items.values())  # states and key, the largest
+    per_doc = max(size for _, size in STATES._lru._entries.values())  # states and key, the largest
     skembed.clear_cache(models=False)
     # The budget holds 10 short documents' states; calls over all 15 estimate more (from
     # their first, longest, batch).
@@ -411,7 +411,7 @@ def test_a_call_too_large_for_the_budget_keeps_no_states(bert, monkeypatch):
     rows = pooled.transform(X)
     info = skembed.cache_info()
     assert info["state_entries"] == 1  # the pooled rows only, one table of them
-    assert all("pooled" in key for key in STATES._items)
+    assert all("pooled" in key for key in STATES._lru._entries)
     np.testing.assert_array_equal(pooled.transform(X), rows)  # served from the rows
     assert skembed.cache_info()["state_misses"] == info["state_misses"]
 

@@ -49,7 +49,7 @@ def test_bounded_in_bytes_over_many_calls_of_new_long_tokens(minilm, monkeypatch
         assert all(t in cache for t in tokens[-100:])  # the most recent stay
     assert len(cache) < 20 * 300
     # the count is what the entries hold: at least their words and id lists
-    words = list(cache._items)
+    words = cache._lru.keys()
     assert cache.nbytes == sum(_entry_bytes(w, cache[w]) for w in words)
     held = sum(sys.getsizeof(w) + sys.getsizeof(cache[w]) for w in words)
     assert cache.nbytes >= held > WORD_CACHE_BYTES // 2

@@ -5,14 +5,13 @@ with it, see :func:`skembed.set_cache`)."""
 from __future__ import annotations
 
 import sys
-import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from .. import cache as _cache
 from .._input import replace_lone_surrogates
+from .._lru import ByteLRU
 
 if TYPE_CHECKING:
     from .load import HFModel
@@ -21,7 +20,7 @@ if TYPE_CHECKING:
 # estimates them: about 120,000 typical words (the common vocabulary of a large corpus; rarer
 # words are tokenized again when they come back), or 3,000 pasted 10 kB tokens.
 WORD_CACHE_BYTES = 32 << 20
-# What an entry of an OrderedDict costs besides its key and value: its hash-table slot and
+# What an entry of an OrderedDict (the LRU's) costs besides its key and value: its hash-table slot and
 # index, and its node in the order list (75 to 105 bytes with tracemalloc on CPython 3.11,
 # by how full the table is).
 _ENTRY_OVERHEAD = 112
@@ -46,63 +45,47 @@ class WordCache:
     """
 
     def __init__(self, max_bytes: int = WORD_CACHE_BYTES):
-        self.max_bytes = int(max_bytes)
-        self._items: OrderedDict[str, list[int]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
+        self._lru = ByteLRU(max_bytes)
         _WORD_CACHES.add(self)
 
+    @property
+    def max_bytes(self) -> int:
+        return self._lru.max_bytes
+
+    @max_bytes.setter
+    def max_bytes(self, max_bytes: int) -> None:
+        self._lru.resize(max_bytes)
+
     def __contains__(self, word) -> bool:
-        return word in self._items
+        return word in self._lru
 
     def __getitem__(self, word: str) -> list[int]:
-        return self._items[word]
+        return self._lru[word]
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._lru)
 
     @property
     def nbytes(self) -> int:
         """The entries' bytes, as :func:`_entry_bytes` estimates them."""
-        return self._bytes
+        return self._lru.nbytes
 
     def n_subtokens(self, words: list[str]) -> int:
         """The sub-tokens of ``words``; KeyError when one is not cached."""
-        return sum(map(len, map(self._items.__getitem__, words)))
+        return sum(map(len, map(self._lru.__getitem__, words)))
 
     def lookup(self, words: Iterable[str]) -> dict[str, list[int] | None]:
         """``{word: ids, or None when not cached}``; the words found become the most recent."""
-        items = self._items
-        with self._lock:
-            found = {w: items.get(w) for w in words}
-            move = items.move_to_end
-            for w, ids in found.items():
-                if ids is not None:
-                    move(w)
-        return found
+        words = list(words)
+        return dict(zip(words, self._lru.get_many(words)))
 
     def add(self, fresh: dict[str, list[int]]) -> None:
         """Keep ``fresh`` words (a word larger than the whole budget is not kept), then drop
         the least recently used ones beyond the budget."""
-        items = self._items
-        with self._lock:
-            for w, ids in fresh.items():
-                size = _entry_bytes(w, ids)
-                if size > self.max_bytes:
-                    continue
-                old = items.pop(w, None)
-                if old is not None:
-                    self._bytes -= _entry_bytes(w, old)
-                items[w] = ids
-                self._bytes += size
-            while self._bytes > self.max_bytes:
-                w, ids = items.popitem(last=False)
-                self._bytes -= _entry_bytes(w, ids)
+        self._lru.put_many((w, ids, _entry_bytes(w, ids)) for w, ids in fresh.items())
 
     def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._bytes = 0
+        self._lru.clear()
 
 
 def clear_word_caches() -> None:
