@@ -20,7 +20,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import type_of_target
 from torch import nn
 
-from ._device import resolve_device
+from ._device import recurrent_autocast, resolve_device
 from .base import BaseTokenEmbedder, store_params
 from .tagging import _label_lists
 
@@ -252,7 +252,8 @@ class CharacterEmbeddings(BaseTokenEmbedder):
     def _forward(self, model: CharBiLSTM, docs: list[list[str]]) -> list[torch.Tensor]:
         words = list(dict.fromkeys(t for doc in docs for t in doc))  # each word type once
         where = {w: i for i, w in enumerate(words)}
-        feats = model(words)
+        with recurrent_autocast(self._device, self.precision):
+            feats = model(words)
         device = feats.device
         return [
             feats[torch.as_tensor([where[t] for t in doc], dtype=torch.long, device=device)]

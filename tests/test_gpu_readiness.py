@@ -233,3 +233,151 @@ def test_a_fork_before_any_cuda_use_keeps_the_caches(monkeypatch):
         os._exit(0 if STATES.get(("fork-test", 1)) is not None else 1)
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
     STATES.clear()
+
+
+# -- precision: float32 means float32 on CUDA, recurrent layers out of autocast ---------------
+def tf32_state() -> tuple:
+    b = torch.backends
+    return (
+        b.cuda.matmul.fp32_precision,
+        b.cudnn.conv.fp32_precision,
+        b.cudnn.rnn.fp32_precision,
+        torch.get_float32_matmul_precision(),
+        b.cudnn.allow_tf32,
+    )
+
+
+def tf32_is_off() -> bool:
+    b = torch.backends
+    return (
+        not b.cuda.matmul.allow_tf32
+        and not b.cudnn.allow_tf32
+        and b.cuda.matmul.fp32_precision == "ieee"
+        and b.cudnn.conv.fp32_precision == "ieee"
+        and b.cudnn.rnn.fp32_precision == "ieee"
+    )
+
+
+@pytest.fixture
+def user_tf32():
+    """The user turned TF32 on (the legacy switches, as most code does); put back after."""
+    before = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    yield tf32_state()
+    torch.set_float32_matmul_precision(before[0])
+    torch.backends.cudnn.allow_tf32 = before[1]
+
+
+def test_tf32_is_off_inside_a_cuda_forward_pass_and_restored_after(user_tf32, monkeypatch):
+    from skembed import _device
+
+    monkeypatch.setitem(_device._CUDA, "used", _device._CUDA["used"])  # no fork hook effect
+    seen = []
+
+    class OnCuda(FakeEmbedder):
+        def _forward(self, model, docs):
+            seen.append(tf32_is_off())
+            return [len(d) for d in docs]
+
+    emb = OnCuda(None, fits=99)
+    emb._device = torch.device("cuda", 0)  # nothing touches the GPU: the fake runs on the CPU
+    run(emb)
+    assert seen and all(seen)
+    assert tf32_state() == user_tf32 and torch.backends.cuda.matmul.allow_tf32
+    # Restored after an error too, and the CPU's settings are never touched.
+    with pytest.raises(KeyError), _device.forward_context(torch.device("cuda", 0), "float32"):
+        assert tf32_is_off()
+        raise KeyError("boom")
+    assert tf32_state() == user_tf32
+    with _device.forward_context(torch.device("cpu"), "float32"):
+        assert tf32_state() == user_tf32
+
+
+def test_per_operation_tf32_settings_are_restored_exactly():
+    from skembed._device import exact_float32
+
+    b = torch.backends
+    before = tf32_state()
+    b.cudnn.conv.fp32_precision = "ieee"  # the new API: convolutions exact, RNNs in TF32
+    b.cudnn.rnn.fp32_precision = "tf32"
+    mixed = (b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision, "tf32")
+    try:
+        with exact_float32():
+            with exact_float32():  # nested (or another thread): the outer one restores
+                assert tf32_is_off()
+            assert tf32_is_off()
+        assert (b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision) == mixed[:2]
+        assert b.cudnn.rnn.fp32_precision == "tf32"
+    finally:
+        b.cudnn.allow_tf32 = before[4]
+        b.cudnn.conv.fp32_precision, b.cudnn.rnn.fp32_precision = before[1], before[2]
+    assert tf32_state() == before
+
+
+def test_bfloat16_on_a_gpu_without_it_is_refused(monkeypatch):
+    from skembed import _device
+
+    def no_bf16(including_emulation=True):
+        return including_emulation  # emulated only, as on a T4 or V100
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", no_bf16)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    cuda = torch.device("cuda", 0)
+    with pytest.raises(ValueError, match=r"bfloat16.*cuda:0 \(Tesla T4\).*'float16'"):
+        _device.check_cpu_precision(cuda, "bfloat16")
+    with pytest.raises(ValueError, match="not supported natively"):
+        with _device.forward_context(cuda, "bfloat16"):
+            pass
+    _device.check_cuda_precision(cuda, "float16")  # float16 is fine
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    _device.check_cuda_precision(cuda, "bfloat16")
+
+
+def test_recurrent_layers_leave_autocast_where_it_picks_the_wrong_dtype():
+    from skembed._device import recurrent_autocast, recurrent_in_float32
+
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert recurrent_in_float32(cuda, "bfloat16")  # cuDNN's autocast RNN is float16
+    assert not recurrent_in_float32(cuda, "float16")
+    assert not recurrent_in_float32(cpu, "bfloat16")  # oneDNN's CPU LSTM is bfloat16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with recurrent_autocast(cpu, "bfloat16", in_float32=True):
+            assert not torch.is_autocast_enabled("cpu")
+        with recurrent_autocast(cpu, "bfloat16"):
+            assert torch.is_autocast_enabled("cpu")
+
+
+def test_flair_carries_its_state_across_chunks_in_float32(files, tiny_model, monkeypatch):
+    from skembed._device import cpu_lstm_works
+    from skembed.flair import CharLM
+
+    precision = "bfloat16" if cpu_lstm_works("bfloat16") else "float32"
+    emb = make("FlairEmbeddings", files, tiny_model, chars_per_chunk=3, precision=precision)
+    emb.fit()
+    real, given = CharLM.recurrent, []
+
+    def recurrent(self, ids, hidden=None):
+        given.append(None if hidden is None else {h.dtype for h in hidden})
+        return real(self, ids, hidden)
+
+    monkeypatch.setattr(CharLM, "recurrent", recurrent)
+    emb.transform(DOCS).to_numpy()
+    assert given[0] is None and len(given) > 2
+    assert all(dtypes == {torch.float32} for dtypes in given[1:])
+
+
+def test_the_elmo_character_encoder_runs_in_float32(files, tiny_model, monkeypatch):
+    from skembed.elmo.model import CharEncoder
+
+    emb = make("ELMoEmbeddings", files, tiny_model, precision="bfloat16").fit()
+    real, autocast_on = CharEncoder.forward, []
+
+    def forward(self, char_ids):
+        autocast_on.append(torch.is_autocast_enabled("cpu"))
+        return real(self, char_ids)
+
+    monkeypatch.setattr(CharEncoder, "forward", forward)
+    emb.transform(DOCS).to_numpy()
+    assert autocast_on and not any(autocast_on)
+

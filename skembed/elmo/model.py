@@ -205,7 +205,10 @@ class ElmoModel(nn.Module):
         unique, positions, lengths = batch_char_ids(
             [docs[i] for i in order], self.options.max_chars, device
         )
-        tokens = self.chars(unique).to(acc)[positions]
+        # The character encoder runs in float32 under any precision: it embeds each distinct
+        # token once per batch (cheap), and its convolutions and highways set every layer.
+        with torch.autocast(device.type, enabled=False):
+            tokens = self.chars(unique).to(acc)[positions]
         # Autocast off: the LSTM casts its matmul inputs itself and keeps the rest in float32.
         with torch.autocast(device.type, enabled=False):
             layers = self.lstm(tokens, lengths, dtype)

@@ -7,13 +7,12 @@ import hashlib
 import numbers
 import warnings
 from collections.abc import Hashable
-from contextlib import nullcontext
 from os import PathLike
 
 import numpy as np
 import torch
 
-from .._device import cpu_lstm_works
+from .._device import cpu_lstm_works, recurrent_autocast
 from ..base import BaseTokenEmbedder, store_params
 from ..resolve import file_signature
 from .ids import is_lowercased, resolve_model_file
@@ -272,8 +271,12 @@ class FlairEmbeddings(BaseTokenEmbedder):
                 stacklevel=2,
             )
         for start in range(0, width, cpc):
-            with torch.autocast(device.type, enabled=False) if in_float32 else nullcontext():
+            # Out of autocast where it would pick the wrong dtype (float16 on CUDA for
+            # bfloat16) or one this CPU lacks; the state carried to the next chunk is float32,
+            # so the chunk size decides where the state is read, not how it is rounded.
+            with recurrent_autocast(device, self.precision, in_float32):
                 out, hidden = model.recurrent(batch[start : start + cpc], hidden)
+            hidden = tuple(h.float() for h in hidden)
             take = np.flatnonzero((pos >= start) & (pos < start + cpc))
             if len(take):
                 index = torch.from_numpy(flat[take] - start * len(docs)).to(device)
