@@ -107,6 +107,16 @@ def _targets(y, docs: list[list[str]]) -> tuple[np.ndarray, np.ndarray, bool]:
     return classes, codes, token_level
 
 
+def trains_on_gpu(device) -> bool:
+    """Whether ``device`` (a parameter, not resolved) would train on a GPU here."""
+    device = str(device) if isinstance(device, torch.device) else device
+    if not isinstance(device, str) or device == "cpu":
+        return False
+    if device == "mps":
+        return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    return torch.cuda.is_available()  # "auto", "cuda", "cuda:<index>"
+
+
 class CharacterEmbeddings(BaseTokenEmbedder):
     """Character features of each token from a BiLSTM over its characters (Lample et al., 2016).
 
@@ -120,7 +130,9 @@ class CharacterEmbeddings(BaseTokenEmbedder):
       labels per document, one per token (a linear layer classifies each token). A held-out
       ``validation_fraction`` of the documents stops training after ``n_iter_no_change``
       epochs without a lower validation loss, and the best epoch's weights are kept. Training
-      runs on ``device`` (a GPU when present with ``"auto"``), in float32.
+      runs on ``device`` (a GPU when present with ``"auto"``), in float32. On the CPU the same
+      ``random_state`` gives the same weights; on a GPU it need not, bit for bit (cuDNN's LSTM
+      training is not deterministic), and the estimator's tags say so (``non_deterministic``).
 
     The character vocabulary is the characters of the documents given to ``fit``; other
     characters share one "unknown" embedding.
@@ -227,6 +239,13 @@ class CharacterEmbeddings(BaseTokenEmbedder):
         super().__setstate__(state)
 
     # -- the model: built from the fitted weights, never shared through MODELS ---------
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Trained on a GPU (device "auto" or "cuda" where one is), the weights are not
+        # reproducible bit for bit: cuDNN's LSTM backward pass is not deterministic.
+        tags.non_deterministic = trains_on_gpu(self.device)
+        return tags
+
     def _model_key(self) -> Hashable:
         return ("character", self._weights_digest)
 
@@ -334,12 +353,10 @@ class CharacterEmbeddings(BaseTokenEmbedder):
             else:
                 lengths = torch.as_tensor([len(d) for d in batch], device=device)
                 doc_of = torch.repeat_interleave(torch.arange(len(batch), device=device), lengths)
-                feats = (
-                    torch.zeros((len(batch), feats.shape[1]), device=device).index_add_(
-                        0, doc_of, feats
-                    )
-                    / lengths.clamp(min=1)[:, None]
-                )
+                # Mean per document as a product with an averaging matrix: the same sums in the
+                # same order on every run (index_add_ adds with atomics on CUDA, in any order).
+                docs_of = torch.arange(len(batch), device=device)[:, None] == doc_of[None, :]
+                feats = (docs_of.to(feats.dtype) / lengths.clamp(min=1)[:, None]) @ feats
                 target = codes[torch.as_tensor(index, device=device)]
             if len(target) == 0:
                 return feats.sum() * 0, 0

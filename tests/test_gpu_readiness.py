@@ -381,3 +381,32 @@ def test_the_elmo_character_encoder_runs_in_float32(files, tiny_model, monkeypat
     emb.transform(DOCS).to_numpy()
     assert autocast_on and not any(autocast_on)
 
+
+# -- CharacterEmbeddings.fit(X, y): no atomics in its pooling; honest tags on a GPU ------------
+def test_character_training_pools_without_index_add(monkeypatch):
+    X = ["good fine nice", "bad awful", "fine good", "awful bad poor", "nice", "poor bad"]
+    y = [1, 0, 1, 0, 1, 0]
+    fitted = skembed.CharacterEmbeddings(
+        hidden_size_char=4, random_state=0, max_epochs=2, device="cpu"
+    ).fit(X, y)
+
+    def index_add_(*args, **kwargs):
+        raise AssertionError("index_add_ adds in any order on CUDA")
+
+    monkeypatch.setattr(torch.Tensor, "index_add_", index_add_)
+    again = skembed.CharacterEmbeddings(
+        hidden_size_char=4, random_state=0, max_epochs=2, device="cpu"
+    ).fit(X, y)
+    for name, weights in fitted.weights_.items():
+        assert torch.equal(weights, again.weights_[name])
+
+
+def test_character_tags_say_training_on_a_gpu_is_not_reproducible(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    tags = skembed.CharacterEmbeddings(device="auto").__sklearn_tags__()
+    assert tags.non_deterministic
+    assert skembed.CharacterEmbeddings(device="cuda:1").__sklearn_tags__().non_deterministic
+    assert not skembed.CharacterEmbeddings(device="cpu").__sklearn_tags__().non_deterministic
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not skembed.CharacterEmbeddings(device="auto").__sklearn_tags__().non_deterministic
+
