@@ -140,8 +140,7 @@ def _run_batch(hf: HFModel, rows: list[list[int]], device) -> tuple[torch.Tensor
 
 
 def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A host array on ``device``; through pinned memory to a GPU, so the copy is asynchronous."""
-    tensor = torch.from_numpy(array)
-    if device.type != "cuda":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
+    """A host array of input ids or masks on ``device``. Not through pinned memory: these are
+    a few kB per batch, and every pinned buffer would stay pinned for the process's life
+    (torch's caching host allocator never gives it back)."""
+    return torch.from_numpy(array).to(device)
