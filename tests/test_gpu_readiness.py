@@ -410,3 +410,20 @@ def test_character_tags_say_training_on_a_gpu_is_not_reproducible(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert not skembed.CharacterEmbeddings(device="auto").__sklearn_tags__().non_deterministic
 
+
+# -- outputs own their memory: no view that keeps a bigger state alive ------------------------
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("ELMoEmbeddings", {"embedding_mode": "top"}),
+        ("ELMoEmbeddings", {"embedding_mode": "all"}),
+        ("FlairEmbeddings", {"with_whitespace": True}),
+        ("FlairEmbeddings", {"with_whitespace": False}),
+    ],
+)
+def test_combined_rows_own_compact_storage(files, tiny_model, name, params):
+    emb = make(name, files, tiny_model, **params).fit()
+    model = emb._get_model()
+    states = emb._forward(model, DOCS)
+    for state, out in zip(states, emb._combine(model, states)):
+        assert out.untyped_storage().nbytes() == out.nbytes <= state.nbytes

@@ -6,6 +6,7 @@ from collections.abc import Hashable
 
 import torch
 
+from .._device import compact
 from ..base import BaseTokenEmbedder, check_choice, store_params
 from ..resolve import file_signature
 from .files import resolve_elmo
@@ -112,7 +113,8 @@ class ELMoEmbeddings(BaseTokenEmbedder):
 
     def _combine(self, model: ElmoModel, states: list[torch.Tensor]) -> list[torch.Tensor]:
         if self.embedding_mode == "top":
-            return [s[-1] for s in states]
+            # A copy, not a view: a view would keep every layer of the state alive.
+            return [compact(s[-1]) for s in states]
         if self.embedding_mode == "average":
             return [s.mean(dim=0) for s in states]
         # (layers, tokens, 2P) -> (tokens, layers * 2P): layer 0 first, as AllenNLP orders them.

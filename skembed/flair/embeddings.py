@@ -12,7 +12,7 @@ from os import PathLike
 import numpy as np
 import torch
 
-from .._device import cpu_lstm_works, recurrent_autocast
+from .._device import compact, cpu_lstm_works, recurrent_autocast
 from ..base import BaseTokenEmbedder, store_params
 from ..resolve import file_signature
 from .ids import is_lowercased, resolve_model_file
@@ -297,4 +297,5 @@ class FlairEmbeddings(BaseTokenEmbedder):
 
     def _combine(self, model: CharLM, states: list[torch.Tensor]) -> list[torch.Tensor]:
         pick = 0 if self.with_whitespace else 1
-        return [s[pick] for s in states]
+        # A copy, not a view: a view would keep the other half of the state alive.
+        return [compact(s[pick]) for s in states]
