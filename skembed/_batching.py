@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from ._device import forward_context
+from .cache import free_device_memory
 
 # How a device says it ran out of memory besides torch.OutOfMemoryError: CUDA's and MPS's
 # plain RuntimeError ("out of memory"), cuBLAS (CUBLAS_STATUS_ALLOC_FAILED, e.g. creating a
@@ -152,8 +153,7 @@ def forward_in_batches(
         batch.size = max(1, size // 2)
         _remember(embedder, batch.size)
         warn_out_of_memory(embedder, size, batch.size)
-        if embedder._device.type == "cuda":
-            torch.cuda.empty_cache()
+        free_device_memory(embedder._device, keep=(model,))  # cached states, idle models
     return states
 
 

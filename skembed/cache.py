@@ -15,6 +15,7 @@ the folds of a grid search pool a document once per candidate. It is bounded by 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import numbers
 import sys
@@ -133,6 +134,21 @@ class ModelCache:
             self.max_models = int(max_models)
             self._evict()
 
+    def drop_device(self, device: str, keep=()) -> int:
+        """Drop the models loaded onto ``device`` (their keys end with it), except the
+        objects in ``keep`` (the models in use); return how many. An estimator holding a
+        dropped model still serves it; the others' memory is freed."""
+        kept = {id(model) for model in keep}
+        with self._lock:
+            gone = [
+                key
+                for key, model in self._models.items()
+                if isinstance(key, tuple) and key and key[-1] == device and id(model) not in kept
+            ]
+            for key in gone:
+                del self._models[key]
+        return len(gone)
+
     def __len__(self) -> int:
         return len(self._models)
 
@@ -144,11 +160,17 @@ class ModelCache:
 
 class StateCache:
     """An LRU mapping ``key -> state`` bounded by the total bytes of the stored tensors and
-    their keys, with hit, miss and computed-document counters."""
+    their keys, with hit, miss and computed-document counters.
+
+    States on the host and states on each accelerator are kept apart, each under its own
+    budget of ``max_bytes``: GPU memory is not filled by what the host budget allows, and
+    :func:`free_device_memory` drops a device's states at once when it runs out of memory.
+    """
 
     def __init__(self, max_bytes: int = _DEFAULT_STATE_BYTES):
         self.enabled = True
-        self._lru = ByteLRU(max_bytes)
+        self._lru = ByteLRU(max_bytes)  # states on the host, row tables
+        self._on_device: dict[str, ByteLRU] = {}  # "cuda:0" -> its states
         self._lock = threading.Lock()  # for the counters
         self.hits = 0
         self.misses = 0
@@ -173,6 +195,12 @@ class StateCache:
         if not self.enabled:
             return [None] * len(keys)
         found = self._lru.get_many(keys)
+        for tier in list(self._on_device.values()):
+            missing = [k for k, state in enumerate(found) if state is None]
+            if not missing:
+                break
+            for k, state in zip(missing, tier.get_many([keys[k] for k in missing])):
+                found[k] = state
         if count:
             hits = len(keys) - found.count(None)
             with self._lock:
@@ -183,23 +211,62 @@ class StateCache:
     def put(self, key: Hashable, state) -> None:
         if not self.enabled:
             return
+        device = _device_of(state)
+        tier = self._lru
+        if device != "cpu":
+            with self._lock:
+                tier = self._on_device.get(device)
+                if tier is None:
+                    tier = self._on_device[device] = ByteLRU(self.max_bytes)
         # The key counts too: for small states it is much of the memory.
-        self._lru.put(key, state, _nbytes(state) + _key_bytes(key))
+        tier.put(key, state, _nbytes(state) + _key_bytes(key))
+
+    def _tiers(self) -> list[ByteLRU]:
+        return [self._lru, *list(self._on_device.values())]
 
     def resize(self, max_bytes: int) -> None:
-        self._lru.resize(max_bytes)
+        for tier in self._tiers():
+            tier.resize(max_bytes)
+
+    def drop_device(self, device: str) -> int:
+        """Forget the states on ``device`` (such as ``"cuda:0"``); return how many."""
+        with self._lock:
+            tier = self._on_device.pop(device, None)
+        return 0 if tier is None else len(tier)
+
+    def device_bytes(self) -> dict[str, int]:
+        """Bytes of states per accelerator, such as ``{"cuda:0": 1234}``."""
+        return {device: tier.nbytes for device, tier in list(self._on_device.items())}
 
     def clear(self) -> None:
-        self._lru.clear()
+        for tier in self._tiers():
+            tier.clear()
         with self._lock:
+            self._on_device.clear()
             self.hits = self.misses = self.computed = 0
 
     @property
     def nbytes(self) -> int:
-        return self._lru.nbytes
+        return sum(tier.nbytes for tier in self._tiers())
 
     def __len__(self) -> int:
-        return len(self._lru)
+        return sum(map(len, self._tiers()))
+
+
+def _device_of(state) -> str:
+    """Where a state's tensors are (the first tensor found in it): ``"cpu"``, ``"cuda:0"``..."""
+    if isinstance(state, torch.Tensor):
+        return str(state.device)
+    if isinstance(state, tuple | list):
+        return _device_of(state[0]) if state else "cpu"
+    if isinstance(state, dict):
+        return _device_of(next(iter(state.values()))) if state else "cpu"
+    if dataclasses.is_dataclass(state):
+        for field in dataclasses.fields(state):
+            value = getattr(state, field.name)
+            if isinstance(value, torch.Tensor):
+                return str(value.device)
+    return "cpu"
 
 
 MODELS = ModelCache()
@@ -213,6 +280,27 @@ def admits(nbytes_per_doc: float, n_docs: int) -> bool:
     cache hits nothing), so a pass over a corpus too large to cache keeps its memory to a
     batch, while a grid search over documents that fit is served from the cache."""
     return nbytes_per_doc * n_docs <= STATES.max_bytes
+
+
+def free_device_memory(device, keep=()) -> None:
+    """Free what skembed's caches hold on ``device`` (a torch device or its name, such as
+    ``"cuda:0"``) after it ran out of memory: the cached states on it, the loaded models on it
+    except those in ``keep`` (the ones in use), then torch's cached blocks of the device.
+    A no-op for the CPU.
+
+    Examples
+    --------
+    >>> free_device_memory("cpu")
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        return
+    STATES.drop_device(str(device))
+    MODELS.drop_device(str(device), keep)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
 
 
 def set_cache(
@@ -233,6 +321,8 @@ def set_cache(
         up to ``skembed._hf.words.WORD_CACHE_BYTES`` of them per model, 32 MiB).
     max_bytes : int, optional
         Byte budget of the cache (1 GiB by default); the least recently used states go first.
+        States on a GPU have a budget of their own of the same size, and are dropped when
+        the GPU runs out of memory (with the models loaded on it that no call is using).
         A call (``transform``) whose documents' states would not all fit in the budget
         keeps none of them: raise the budget for grid searches over large corpora.
     shared : bool, optional
