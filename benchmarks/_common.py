@@ -45,19 +45,24 @@ def row(benchmark: str, metric: str, value: str, baseline: str = "", ratio: str 
     print(f"| {benchmark} | {metric} | {value} | {baseline} | {ratio} |", flush=True)
 
 
-def sync() -> None:
+def sync(device=None) -> None:
+    """Wait for the GPU work queued on ``device`` (a CUDA ``torch.device``; None: torch's
+    current CUDA device, the one the benchmarks that name no device use)."""
     import torch
 
+    if device is not None and torch.device(device).type != "cuda":
+        return
     if torch.cuda.is_available():
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, object]:
-    """Wall seconds of ``fn()`` (GPU work finished) and its result."""
-    sync()
+def timed(fn: Callable[[], object], device=None) -> tuple[float, object]:
+    """Wall seconds of ``fn()`` (the GPU work it queued on ``device`` finished, see
+    :func:`sync`) and its result."""
+    sync(device)
     start = time.perf_counter()
     out = fn()
-    sync()
+    sync(device)
     return time.perf_counter() - start, out
 
 
