@@ -155,6 +155,7 @@ def report(args, device, n_docs, n_sub, repeats, results, vectors, peaks, skippe
         f"random BERT-base (110M parameters), {n_docs} documents, {n_sub} sub-tokens (special "
         f"tokens not counted), batch {args.batch_size}, device {device}, best of {repeats}"
     )
+    print()
     print(f"machine: {machine()}")
     print()
     print(HEADER)

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
-from tiny_embedders import build_files, make, rows
+from tiny_embedders import EMBEDDERS, build_files, make, rows
+from tolerances import CONTRACT_ATOL, proba_atol
 
 import skembed
 from skembed import _batching
@@ -427,3 +428,154 @@ def test_combined_rows_own_compact_storage(files, tiny_model, name, params):
     states = emb._forward(model, DOCS)
     for state, out in zip(states, emb._combine(model, states)):
         assert out.untyped_storage().nbytes() == out.nbytes <= state.nbytes
+
+
+# -- on a real GPU (scripts/gpu-check.sh runs these; skipped without CUDA) -------------------
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+needs_two = pytest.mark.skipif(not CUDA or torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+TEXTS = ["the cat sat on the mat", "Berlin is a city", "x", "New York !", "an  odd   spacing"]
+# How far a half-precision pass may land from float32, relative to the largest float32 output:
+# 4 eps of the half type (the derivation is in tests/test_precision.py's RTOL).
+HALF_RTOL = {p: 4 * torch.finfo(getattr(torch, p)).eps for p in ("float16", "bfloat16")}
+
+
+def flat_rows(out) -> np.ndarray:
+    return np.concatenate([np.asarray(r, dtype=np.float64).ravel() for r in rows(out)])
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("precision", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("name", sorted(EMBEDDERS))
+def test_every_family_on_the_gpu_matches_the_cpu(files, tiny_model, name, precision):
+    if precision == "bfloat16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        pytest.skip("this GPU has no native bfloat16 (skembed refuses it, tested on the CPU)")
+    cpu = flat_rows(make(name, files, tiny_model).fit(TEXTS).transform(TEXTS))
+    gpu_est = make(name, files, tiny_model, device="cuda", precision=precision).fit(TEXTS)
+    out = gpu_est.transform(TEXTS)
+    got = flat_rows(out)
+    assert got.shape == cpu.shape and np.isfinite(got).all()
+    if precision == "float32":  # TF32 off: float32 on the GPU is float32 (the contract's 1e-5)
+        np.testing.assert_allclose(got, cpu, atol=CONTRACT_ATOL, rtol=0)
+    else:
+        assert np.abs(got - cpu).max() <= HALF_RTOL[precision] * np.abs(cpu).max()
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_character_embeddings_train_on_the_gpu():
+    X = ["good fine nice", "bad awful", "fine good", "awful bad poor", "nice", "poor bad"]
+    y = [1, 0, 1, 0, 1, 0]
+    emb = skembed.CharacterEmbeddings(hidden_size_char=4, random_state=0, max_epochs=3)
+    emb.set_params(device="cuda").fit(X, y)
+    assert emb.__sklearn_tags__().non_deterministic  # cuDNN's LSTM training
+    assert all(w.device.type == "cpu" for w in emb.weights_.values())
+    first, second = flat_rows(emb.transform(X)), flat_rows(emb.transform(X))
+    assert np.isfinite(first).all() and len(first) == 13 * 8  # 13 tokens, 2 x 4 features
+    np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.gpu
+@needs_two
+def test_cuda_1_keeps_everything_on_the_second_gpu(tiny_model):
+    from skembed.cache import clear_cache
+
+    clear_cache()
+    torch.cuda.synchronize(0)
+    before = torch.cuda.memory_allocated(0)
+    emb = skembed.TransformerEmbeddings(tiny_model("bert"), device="cuda:1").fit()
+    out = emb.transform(TEXTS)
+    assert {p.device for p in emb._get_model().model.parameters()} == {torch.device("cuda", 1)}
+    got = flat_rows(out)
+    assert torch.cuda.memory_allocated(0) == before  # nothing landed on cuda:0
+    cpu = flat_rows(skembed.TransformerEmbeddings(tiny_model("bert"), device="cpu").fit()
+                    .transform(TEXTS))  # fmt: skip
+    np.testing.assert_allclose(got, cpu, atol=CONTRACT_ATOL, rtol=0)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_grid_search_with_two_workers_on_a_gpu(tiny_model):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+
+    X = TEXTS * 4
+    y = [0, 1, 0, 1, 1] * 4
+    pipe = make_pipeline(
+        skembed.DocumentPoolEmbeddings(
+            skembed.TransformerEmbeddings(tiny_model("bert"), device="cuda")
+        ),
+        LogisticRegression(max_iter=200),
+    )
+    grid = {"documentpoolembeddings__pooling": ["mean", "max"]}
+    one = GridSearchCV(pipe, grid, cv=2, n_jobs=1).fit(X, y)
+    two = GridSearchCV(pipe, grid, cv=2, n_jobs=2).fit(X, y)  # loky: a CUDA context each
+    np.testing.assert_allclose(
+        two.cv_results_["mean_test_score"], one.cv_results_["mean_test_score"], atol=1e-12
+    )
+    np.testing.assert_allclose(
+        two.predict_proba(X), one.predict_proba(X), atol=proba_atol(one.best_estimator_[-1])
+    )
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_one_dask_worker_per_gpu(tiny_model):
+    distributed = pytest.importorskip("distributed")
+    from skembed.dask import WorkerSetup
+
+    n = torch.cuda.device_count()
+    with (
+        distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        client.register_plugin(WorkerSetup(device="per-worker"))
+
+        def where() -> str:
+            return str(skembed._device.resolve_device("auto"))
+
+        devices = sorted(client.run(where).values())
+    assert devices == [f"cuda:{i}" for i in range(n)]
+
+
+def peak_of_transform(emb, docs) -> int:
+    """Bytes a cold transform of ``docs`` needs on the GPU above what is allocated before."""
+    skembed.clear_cache(models=False)
+    torch.cuda.synchronize(emb._device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(emb._device)
+    resident = torch.cuda.memory_allocated(emb._device)
+    emb.transform(docs).to_numpy()
+    torch.cuda.synchronize(emb._device)
+    return torch.cuda.max_memory_allocated(emb._device) - resident
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_a_real_out_of_memory_is_recovered(tiny_model):
+    """A cap on this process's GPU memory halfway between what a call needs with every window
+    in one pass and with 64 windows a pass makes the big pass fail for real; the batch is
+    halved until it fits, the size that worked is remembered, and the numbers are the CPU's."""
+    docs = [" ".join(["unbelievable tokenization"] * 60)] * 256  # windows of 64 sub-tokens
+    emb = skembed.TransformerEmbeddings(tiny_model("bert"), device="cuda", batch_size=64)
+    emb.fit()
+    device = emb._device
+    emb.transform(docs[:2]).to_numpy()  # model, kernels and handles in place
+    small = peak_of_transform(emb, docs)
+    big = peak_of_transform(emb.set_params(batch_size=4096), docs)
+    assert big > 2 * small, (big, small)  # else the cap below could not tell them apart
+    skembed.clear_cache(models=False)
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(device).total_memory
+    cap = torch.cuda.memory_reserved(device) + (big + small) // 2
+    torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), device)
+    try:
+        with pytest.warns(RuntimeWarning, match="ran out of memory"):
+            got = emb.transform(docs).to_numpy()
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
+    assert _batching.working_batch_size(emb) < 4096
+    cpu = skembed.TransformerEmbeddings(tiny_model("bert"), device="cpu", batch_size=64).fit()
+    np.testing.assert_allclose(got, cpu.transform(docs).to_numpy(), atol=CONTRACT_ATOL, rtol=0)
