@@ -8,12 +8,16 @@ rest of that page, the explanations, is kept). A script that fails or runs past 
 gets a row saying so, and the tail of its output in the details.
 
 The default run keeps to about ten minutes on a 2-core machine: scripts whose defaults take
-longer get smaller sizes (``QUICK`` below); ``--full`` runs every script with its own defaults.
+longer get smaller sizes (``QUICK`` below); ``--full`` runs every script with its own defaults,
+or its full sizes where its defaults are reduced (``FULL``: the Dask scale benchmark). With
+``--block NAME`` the table goes between ``<!-- bench-NAME:start -->`` and ``<!-- bench-NAME:end
+-->`` instead, so a long run of one script (``make bench SCALE=full``) and the main table
+do not overwrite each other.
 
     python benchmarks/run_all.py [--full] [--only gridsearch throughput] [--skip word]
-        [--timeout 900] [--output docs/performance.md]
+        [--timeout 900] [--output docs/performance.md] [--block scale]
 
-``make bench`` runs it.
+``make bench`` runs it; ``make bench SCALE=full`` runs the scale benchmark at full size.
 """
 
 from __future__ import annotations
@@ -30,11 +34,25 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
+
+def markers(block: str | None) -> tuple[str, str]:
+    """The markers of the page's main table, or of a named block of its own (``--block``)."""
+    return (
+        (START, END)
+        if block is None
+        else (f"<!-- bench-{block}:start -->", f"<!-- bench-{block}:end -->")
+    )
+
+
 # Arguments of the default (quick) run, for scripts whose own defaults take minutes.
 QUICK = {
     "bench_word.py": ["--words", "100000"],
     "bench_dask.py": ["--docs", "500", "--repeat", "2"],
     "bench_gpu.py": [],  # on a CPU it runs a few documents only
+}
+# Arguments of a --full run, for scripts whose own defaults are the reduced sizes.
+FULL = {
+    "bench_scale.py": ["--full"],  # 100,000 and 1,000,000 documents on Dask
 }
 ROW = re.compile(r"^\|(.*\|){5}\s*$")
 
@@ -87,12 +105,18 @@ def machine() -> str:
     return describe()
 
 
-def render(results, started: str, total: float, full: bool) -> str:
+def render(results, started: str, total: float, full: bool, block: str | None = None) -> str:
+    start, end = markers(block)
+    command = (
+        " ".join(["python benchmarks/run_all.py", *sys.argv[1:]])
+        if block
+        else (f"python benchmarks/run_all.py{' --full' if full else ''}")
+    )
     lines = [
-        START,
+        start,
         "",
         f"Run {started} ({'full' if full else 'default'} sizes, {total / 60:.1f} min): "
-        f"`python benchmarks/run_all.py{' --full' if full else ''}`.",
+        f"`{command}`.",
         "",
         f"Machine: {machine()}.",
         "",
@@ -114,17 +138,18 @@ def render(results, started: str, total: float, full: bool) -> str:
             detail = detail[-15:]
         lines += [f"    {d}" for d in detail] or ["    (no details)"]
         lines.append("")
-    lines += ["</details>", "", END]
+    lines += ["</details>", "", end]
     return "\n".join(lines)
 
 
-def write(path: Path, block: str) -> None:
+def write(path: Path, block: str, name: str | None = None) -> None:
     """Replace the block between the markers, or create the page around it."""
+    start, end = markers(name)
     if path.exists():
         text = path.read_text(encoding="utf-8")
-        if START in text and END in text:
-            head, rest = text.split(START, 1)
-            tail = rest.split(END, 1)[1]
+        if start in text and end in text:
+            head, rest = text.split(start, 1)
+            tail = rest.split(end, 1)[1]
             path.write_text(head + block + tail, encoding="utf-8")
             return
         path.write_text(text.rstrip() + "\n\n" + block + "\n", encoding="utf-8")
@@ -139,6 +164,12 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[])
     parser.add_argument("--timeout", type=float, default=900, help="seconds per script")
     parser.add_argument("--output", default=str(ROOT / "docs" / "performance.md"))
+    parser.add_argument(
+        "--block",
+        default=None,
+        help="write between <!-- bench-BLOCK:start/end --> instead of the main table "
+        "(e.g. --only scale --full --block scale keeps the full-size scale run apart)",
+    )
     args = parser.parse_args()
     scripts = sorted(HERE.glob("bench_*.py"))
     name = lambda p: p.stem.removeprefix("bench_")  # noqa: E731
@@ -149,15 +180,15 @@ def main() -> None:
     results = {}
     begin = time.perf_counter()
     for script in scripts:
-        extra = [] if args.full else QUICK.get(script.name, [])
+        extra = FULL.get(script.name, []) if args.full else QUICK.get(script.name, [])
         print(f"running {script.name} {' '.join(extra)}", flush=True)
         seconds, code, output = run(script, extra, args.timeout)
         results[script.name] = (seconds, code, output, extra)
         for line in rows_of(output) or [f"  {script.name}: exit {code}"]:
             print(f"  {line}", flush=True)
         print(f"  ({seconds:.0f} s)", flush=True)
-    block = render(results, started, time.perf_counter() - begin, args.full)
-    write(Path(args.output), block)
+    block = render(results, started, time.perf_counter() - begin, args.full, args.block)
+    write(Path(args.output), block, args.block)
     print(f"wrote {args.output}")
 
 
