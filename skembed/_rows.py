@@ -6,11 +6,15 @@ document once per setting, and candidates that share layers share rows.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
+from ._batching import Progress
 from ._device import to_host
+from ._store import state_batches, state_keys, to_embed
 from .cache import STATES, doc_key
 
 
@@ -71,22 +75,21 @@ class RowTable:
 
 
 def pooled_rows(
-    embedder, docs: list[list[str]], pooling: str, n_docs: int | None, progress
+    docs: list[list[str]],
+    keys: list[tuple],
+    pool_blocks: Callable[[list[list[str]], list[int], Progress], torch.Tensor],
+    progress: Progress,
 ) -> torch.Tensor:
-    """The rows of ``docs`` pooled with ``pooling`` by a fitted ``embedder`` that names its
-    cheap settings (``_combine_key``) and, optionally, its independent blocks of columns
-    (``_column_blocks`` and ``_for_blocks``: one per layer for transformers), read from the
-    row tables of the state store; the documents missing from a table are pooled through
-    ``embedder`` (its states: the network runs only for documents without them) and added.
+    """The pooled rows of ``docs``: one block of columns per key of ``keys`` (one layer and
+    setting, say), each read from its row table in the state store. The documents missing
+    from some tables are pooled by ``pool_blocks(those documents, the positions of the
+    blocks they lack, progress)``, which returns their rows of those blocks side by side (it
+    runs the network only for documents without states), and added to the tables.
 
     The rows are on the host (where results usually go: one copy per call). ``progress``
     (the call's :class:`skembed._batching.Progress`) counts the documents found in the tables
-    at once, the others as their batches are pooled.
+    at once, the others as ``pool_blocks`` pools them.
     """
-    model = embedder._get_model()  # the device, also after unpickling
-    blocks = embedder._column_blocks(model) or [embedder._combine_key()]
-    prefix = embedder._state_prefix() + ("pooled", pooling)
-    keys = [prefix + (block,) for block in blocks]
     digests = list(map(doc_key, docs))
     tables = STATES.get_many(keys, count=False)
     found = [t.find(digests) if t is not None else [None] * len(docs) for t in tables]
@@ -94,18 +97,14 @@ def pooled_rows(
     missing = sorted({i for j in need for i, k in enumerate(found[j]) if k is None})
     progress.update(len(docs) - len(missing))
     if need:
-        part = embedder
-        if len(need) < len(blocks):
-            part = embedder._for_blocks([blocks[j] for j in need])
-        fresh = part._pool_batches([docs[i] for i in missing], pooling, n_docs, progress)
-        fresh = to_host(fresh).numpy()
+        fresh = to_host(pool_blocks([docs[i] for i in missing], need, progress)).numpy()
         width = fresh.shape[1] // len(need)
         for k, j in enumerate(need):
             table = tables[j] if tables[j] is not None else RowTable(width, fresh.dtype)
             table.add([digests[i] for i in missing], fresh[:, k * width : (k + 1) * width])
             STATES.put(keys[j], table)  # again: its size changed
             tables[j], found[j] = table, table.find(digests)
-    if len(blocks) == 1:
+    if len(keys) == 1:
         return torch.from_numpy(tables[0].take(found[0]))
     return torch.from_numpy(np.concatenate([t.take(at) for t, at in zip(tables, found)], 1))
 
@@ -115,23 +114,31 @@ def pooled_rows(
 _POOL_CHUNK = 8
 
 
-def iter_pooled_states(embedder, docs: list[list[str]], pooling: str, n_docs, progress):
-    """Yield ``(document indices, rows)``: each document's token vectors pooled straight from
-    its states, for an embedder that groups its states (``_state_group``: the forward pass
-    that computed them) and pools a group at once (``_combine_pooled``). Documents with
-    stored states come first, in chunks of whole forward passes; then the others in
-    length-sorted batches through the network. Memory stays within a batch's worth.
-    ``progress``: the call's :class:`skembed._batching.Progress`, advanced as documents are
-    yielded."""
-    model = embedder._get_model()
-    empty = [i for i, doc in enumerate(docs) if not doc and embedder._skip_empty]
+def iter_pooled_states(
+    embedder,
+    model,
+    docs: list[list[str]],
+    width: int,
+    pool_states: Callable[[list], torch.Tensor],
+    group_of: Callable[[Any], Hashable],
+    n_docs: int | None,
+    progress: Progress,
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Yield ``(document indices, rows)``: each document's rows (``width`` features) pooled
+    straight from its states by ``pool_states(states)``, which pools a group of states at
+    once: those ``group_of(state)`` says came from one forward pass. Documents with stored
+    states come first, in chunks of whole forward passes; then the others in length-sorted
+    batches through the network (``embedder``'s state store, :func:`skembed._store.state_batches`).
+    Memory stays within a batch's worth. An empty document gets a zero row. ``progress``: the
+    call's :class:`skembed._batching.Progress`, advanced as documents are yielded."""
+    empty = [i for i, doc in enumerate(docs) if not doc]
     if empty:
         progress.update(len(empty))
-        yield empty, torch.zeros((len(empty), embedder.n_features_out_), device=embedder._device)
-    index = embedder._embedded(docs, range(len(docs)))
-    keys = embedder._state_keys(docs, index)
+        yield empty, torch.zeros((len(empty), width), device=embedder._device)
+    index = to_embed(docs, range(len(docs)))
+    keys = state_keys(embedder, docs, index)
     states = STATES.get_many(keys)
-    cached = [(embedder._state_group(s), k) for k, s in enumerate(states) if s is not None]
+    cached = [(group_of(s), k) for k, s in enumerate(states) if s is not None]
     cached.sort(key=lambda item: item[0])
     chunk_size = _POOL_CHUNK * embedder.batch_size  # documents pooled per call, at least
     chunk: list[int] = []
@@ -140,22 +147,23 @@ def iter_pooled_states(embedder, docs: list[list[str]], pooling: str, n_docs, pr
         following = cached[pos + 1][0] if pos + 1 < len(cached) else None
         if following is None or (following != group and len(chunk) >= chunk_size):
             with torch.inference_mode():
-                rows = embedder._combine_pooled(model, [states[k] for k in chunk], pooling)
+                rows = pool_states([states[k] for k in chunk])
             progress.update(len(chunk))
             yield [index[k] for k in chunk], rows
             chunk = []
     missing = {index[k]: keys[k] for k, s in enumerate(states) if s is None}
     del states, cached
-    batches = embedder._batch_states(
+    batches = state_batches(
+        embedder,
         model,
         docs,
         missing,
-        count=False,
-        keys=missing,
+        progress,
         n_docs=n_docs or len(docs),
-        progress=progress,
+        keys=missing,
+        count_lookups=False,
     )
     for _, found, found_states in batches:
         if found:
             with torch.inference_mode():
-                yield found, embedder._combine_pooled(model, found_states, pooling)
+                yield found, pool_states(found_states)

@@ -3,19 +3,90 @@
 (:mod:`skembed._shared`: other processes' batch files, or a directory kept across sessions),
 else computed here, batch by batch, and kept in both tiers.
 
-:class:`CallStates` is created by :meth:`skembed.base.BaseTokenEmbedder._batch_states` for
-each call; families never see it.
+:func:`state_batches` is the interface: "the states of these documents, batch by batch,
+computing the missing ones". It makes a :class:`CallStates` for the call; families never see
+it. A family's states are written to the folder tier with its ``_pack_states`` and
+``_unpack_states`` hooks; :func:`pack_tensors` and :func:`unpack_tensors` serve states that
+are one tensor per document.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 
-from ._batching import BatchSize, forward_in_batches
+import numpy as np
+import torch
+
+from ._batching import BatchSize, Progress, call_progress, forward_in_batches, length_sorted
 from ._shared import SHARED, patience, wait
-from .cache import STATES, _nbytes, admits
+from .cache import STATES, _nbytes, admits, doc_key
+
+
+def state_keys(embedder, docs: list[list[str]], index) -> list:
+    """The state-store keys of ``docs[i] for i in index``: the embedder's model, precision,
+    device and forward parameters (``_state_prefix``), and each document's digest."""
+    prefix = embedder._state_prefix()
+    return [prefix + (doc_key(docs[i]),) for i in index]
+
+
+def to_embed(docs: list[list[str]], subset, skip_empty: bool = True) -> list[int]:
+    """The documents of ``subset`` that go through the network: the non-empty ones (all of
+    them with ``skip_empty=False``, for document-level outputs that embed the special tokens
+    of an empty text)."""
+    return [i for i in subset if docs[i] or not skip_empty]
+
+
+def state_batches(
+    embedder,
+    model,
+    docs: list[list[str]],
+    subset,
+    progress: Progress | None,
+    *,
+    n_docs: int | None = None,
+    keys: dict | None = None,
+    count_lookups: bool = True,
+    skip_empty: bool = True,
+) -> Iterator[tuple[list[int], list[int], list]]:
+    """Yield ``(batch, its documents embedded, their states)`` over the documents ``subset``
+    in length-sorted batches of ``embedder.batch_size``: states from the store, the missing
+    ones computed with ``embedder._forward`` batch by batch (or read from other processes,
+    whose documents come in batches of their own at the end).
+
+    ``progress``: the call's bar, advanced by each batch's documents (None: a bar of its own,
+    if the embedder shows one); ``n_docs``: the documents of the whole call when ``subset`` is
+    part of it (the store judges by it whether to keep the call's states); ``keys``: the
+    documents' keys when the caller has them (``{document: key}``); ``count_lookups=False``:
+    the caller counted the lookups in the cache statistics already; ``skip_empty``: see
+    :func:`to_embed`.
+    """
+    batches = length_sorted(subset, lambda i: embedder._doc_cost(docs[i]), embedder.batch_size)
+    n_subset = sum(map(len, batches))
+    with call_progress(progress, embedder, n_subset) as progress:
+        work = CallStates(embedder, model, docs, max(n_subset, n_docs or 0))
+        for batch, index, states in work.batches(batches, keys, count_lookups, skip_empty):
+            progress.update(len(batch))
+            yield batch, index, states
+
+
+def pack_tensors(states: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """States that are one tensor per document, as the named tensors of one batch file."""
+    return {
+        "flat": torch.cat([s.reshape(-1) for s in states]),
+        "shapes": torch.tensor([list(s.shape) for s in states], dtype=torch.int64),
+    }
+
+
+def unpack_tensors(tensors: dict[str, torch.Tensor], device) -> list[torch.Tensor]:
+    """The states :func:`pack_tensors` packed, on ``device``."""
+    shapes = tensors["shapes"].tolist()
+    flat = tensors["flat"].to(device)
+    sizes = [int(np.prod(shape)) for shape in shapes]
+    if sum(sizes) != len(flat):
+        raise ValueError("inconsistent packed states")
+    return [part.view(shape) for part, shape in zip(torch.split(flat, sizes), shapes)]
 
 
 class CallStates:
@@ -56,6 +127,28 @@ class CallStates:
             states[j] = state
         self.elsewhere += [(sub_index[k], sub_keys[k]) for k in pending]
         return [missing[k] for k in pending]
+
+    def batches(self, batches, keys: dict | None, count_lookups: bool, skip_empty: bool):
+        """The batches of :func:`state_batches`, before they are counted."""
+        for batch in batches:
+            index = to_embed(self.docs, batch, skip_empty)
+            batch_keys = (
+                [keys[i] for i in index]
+                if keys is not None
+                else state_keys(self.embedder, self.docs, index)
+            )
+            states = STATES.get_many(batch_keys, count=count_lookups)
+            missing = [j for j, s in enumerate(states) if s is None]
+            if missing:
+                elsewhere = self.complete(index, batch_keys, states, missing)
+                if elsewhere:  # computed by another process: yielded by from_others()
+                    drop = {index[j] for j in elsewhere}
+                    batch = [i for i in batch if i not in drop]
+                    kept = [j for j in range(len(index)) if index[j] not in drop]
+                    index, states = [index[j] for j in kept], [states[j] for j in kept]
+            if batch:
+                yield batch, index, states
+        yield from self.from_others()
 
     def from_others(self):
         """Yield ``(documents, documents, states)`` for the documents left to other processes,

@@ -10,12 +10,15 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._batching import Progress, new_progress, takes_progress
 from ._device import to_host
+from ._estimator import TextTransformerMixin, check_choice, store_params
+from ._hf.words import in_call
 from ._input import document_chunks
 from ._layers import parse_layers
+from ._network import NetworkEstimator
 from ._pooling import pool, pool_tensors
-from .base import TextTransformerMixin, check_choice, store_params
+from ._store import state_batches
 from .ragged import RaggedEmbeddings
-from .transformer import _HFEmbedder
+from .transformer import _HFNetwork
 
 POOLINGS = ("mean", "max", "min")
 _CHUNK_BATCHES = 64  # documents validated and pooled at a time: 64 batches' worth
@@ -216,7 +219,7 @@ class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimato
         return np.asarray([f"{self.pooling}_{n}" for n in names], dtype=object)
 
 
-class TransformerDocumentEmbeddings(_DocumentOutput, _HFEmbedder):
+class TransformerDocumentEmbeddings(_DocumentOutput, _HFNetwork, NetworkEstimator):
     """Document embeddings pooled directly from a transformer's sub-token states.
 
     With ``pooling="mean", normalize=True`` and the packaged MiniLM this gives the vectors of
@@ -256,7 +259,6 @@ class TransformerDocumentEmbeddings(_DocumentOutput, _HFEmbedder):
     """
 
     _feature_prefix = "doc"
-    _skip_empty = False
 
     def __init__(
         self,
@@ -282,7 +284,8 @@ class TransformerDocumentEmbeddings(_DocumentOutput, _HFEmbedder):
     def _n_features(self, model):
         return len(parse_layers(self.layers, model.n_layers)) * model.hidden_size
 
-    def _combine(self, model, states):
+    def _pool_states(self, model, states) -> torch.Tensor:
+        """One row per document: its states pooled (``pooling``) over the chosen layers."""
         index = torch.tensor(parse_layers(self.layers, model.n_layers), device=states[0].sub.device)
         out = []
         for s in states:
@@ -297,7 +300,7 @@ class TransformerDocumentEmbeddings(_DocumentOutput, _HFEmbedder):
             else:
                 vec = sub[:, -1] if sub.shape[1] else special[:, -1]
             out.append(vec.reshape(1, -1))
-        return out
+        return torch.cat(out)
 
     def transform(self, X):
         """One row per document.
@@ -307,7 +310,17 @@ class TransformerDocumentEmbeddings(_DocumentOutput, _HFEmbedder):
         ndarray of shape (n_docs, n_features), or a tensor / DataFrame (see ``output``).
         """
         check_is_fitted(self, "n_features_out_")
-        pooled = self.embed_documents(self._documents(X)).data
+        docs = self._documents(X)
+        model = self._get_model()
+        pooled = torch.zeros((len(docs), self.n_features_out_), device=self._device)
+        with new_progress(self, len(docs)) as progress:
+            # Empty documents too: their row is the model's output on the special tokens.
+            batches = state_batches(self, model, docs, range(len(docs)), progress, skip_empty=False)
+            for _, index, states in in_call(model, docs, batches):
+                with torch.inference_mode():
+                    pooled[torch.as_tensor(index, device=pooled.device)] = self._pool_states(
+                        model, states
+                    )
         if self.normalize:
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
         return self._finish(pooled)

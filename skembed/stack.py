@@ -12,8 +12,8 @@ from sklearn.utils.metaestimators import _BaseComposition
 from sklearn.utils.validation import check_is_fitted
 
 from ._batching import Progress, call_progress, shows_progress, takes_progress
+from ._estimator import TextTransformerMixin
 from ._input import check_documents, resolve_tokenizer
-from .base import TextTransformerMixin
 from .ragged import RaggedEmbeddings, labelled
 
 _CHUNK = 256  # documents per step of iter_batches; each member batches inside a step

@@ -203,9 +203,9 @@ def test_pooled_rows_are_kept_per_layer_and_shared(bert, op, pooling, monkeypatc
     combined = []  # the layers of every pooling computation from here on
     original = TransformerEmbeddings._combine_pooled
 
-    def spy(self, model, states, pooling_):
-        combined.append(self.layers)
-        return original(self, model, states, pooling_)
+    def spy(self, model, states, pooling_, layers=None):
+        combined.append(self.layers if layers is None else layers)
+        return original(self, model, states, pooling_, layers)
 
     monkeypatch.setattr(TransformerEmbeddings, "_combine_pooled", spy)
     np.testing.assert_array_equal(pooled("-1,0").transform(TEXTS), reference["-1,0"])
@@ -417,9 +417,9 @@ def test_a_call_too_large_for_the_budget_keeps_no_states(bert, monkeypatch):
 
 
 def test_fit_validates_in_chunks_and_names_the_document(bert, monkeypatch):
-    from skembed import base
+    from skembed import _network
 
-    monkeypatch.setattr(base, "_VALIDATE_CHUNK", 2)
+    monkeypatch.setattr(_network, "_VALIDATE_CHUNK", 2)
 
     def tokenizer(text):
         if text == "boom":

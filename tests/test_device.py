@@ -88,7 +88,7 @@ def test_device_strings_are_still_validated(monkeypatch, bad):
 def test_cuda_and_cuda0_share_the_model_and_the_state_keys(monkeypatch, minilm_path):
     gpus(monkeypatch, 1)
     models = ModelCache()
-    monkeypatch.setattr("skembed.base.MODELS", models)
+    monkeypatch.setattr("skembed._network.MODELS", models)
     loaded = []
 
     def load(self, device):  # stands in for loading onto the GPU

@@ -29,6 +29,7 @@ from sklearn.pipeline import Pipeline
 import skembed
 from skembed import DocumentPoolEmbeddings, TransformerEmbeddings, _shared
 from skembed._shared import ENV, SHARED, SharedStates, _remove_stale, _stat, mark
+from skembed._store import state_keys, to_embed
 from skembed.cache import STATES
 
 TEXTS = [f"{w} cell number {i} , the dog sat on the {w} mat" for i, w in enumerate("abcdefghij")]
@@ -87,7 +88,7 @@ def embed(model, texts=TEXTS, **params):
 def names_of(model, texts):
     emb = TransformerEmbeddings(model).fit()
     docs = emb._documents(texts)
-    return SHARED.names(emb._state_keys(docs, emb._embedded(docs, range(len(docs)))))
+    return SHARED.names(state_keys(emb, docs, to_embed(docs, range(len(docs)))))
 
 
 def test_a_sibling_reads_what_another_published_bit_for_bit(bert, sibling):
@@ -112,7 +113,7 @@ def test_a_document_read_alone_holds_only_its_own_states(bert, sibling):
     assert SHARED.hits == 3
     emb = TransformerEmbeddings(bert).fit()
     docs = emb._documents(TEXTS[:3])
-    states = STATES.get_many(emb._state_keys(docs, range(3)), count=False)
+    states = STATES.get_many(state_keys(emb, docs, range(3)), count=False)
     (whole,) = {id(s.pass_states): s.pass_states for s in states}.values()  # one for the three
     assert whole.shape[1] == sum(s.sub.shape[1] + s.special.shape[1] for s in states)
     skembed.set_cache(enabled=False)
@@ -185,7 +186,7 @@ def test_documents_a_live_sibling_computes_are_awaited_and_read(bert, sibling):
         # What the sibling will publish: the states of another run, made without sharing.
         emb = TransformerEmbeddings(bert).fit()
         with torch.inference_mode():
-            states = emb._forward(emb._get_model(), emb._documents(TEXTS[:2]))
+            states = emb._forward(emb._get_model(), emb._documents(TEXTS[:2]), emb.batch_size)
         packed = emb._pack_states(states)
 
         def sibling_finishes():

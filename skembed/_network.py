@@ -1,0 +1,155 @@
+"""The estimator side of every embedder that runs a network through the state store.
+
+A family implements a few hooks and nothing else:
+
+* ``_model_key()`` and ``_load_model(device)``: which model, and how to load it (once per
+  process and device, in :data:`skembed.cache.MODELS`);
+* ``_forward(model, docs)``: the expensive part, one *state* per document (e.g. every layer's
+  sub-token vectors), kept per document in the state store (:mod:`skembed._store`); a
+  ``_forward`` that batches internally (windows of long documents) also takes ``batch_size``,
+  the rows it may run at once (smaller after the device ran out of memory);
+* ``_n_features(model)``, and ``_check_params(model)`` for parameters that need the model;
+* optionally ``_forward_key()`` (parameters that change the states), ``_doc_cost(doc)``
+  (length-sorted batching) and, to share states with other processes, ``_shares_states`` with
+  ``_pack_states``/``_unpack_states`` (one tensor per document by default).
+
+:class:`NetworkEstimator` does the rest: parameters, input validation, model loading, device
+and precision, fit and feature names. Token embedders (:class:`skembed.BaseTokenEmbedder`)
+add the cheap ``_combine`` of states into token rows; document-level estimators
+(:class:`skembed.TransformerDocumentEmbeddings`) pool the states into one row per document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from ._device import check_cpu_precision, resolve_device
+from ._estimator import TextTransformerMixin
+from ._input import check_documents, document_chunks
+from ._store import pack_tensors, unpack_tensors
+from .cache import MODELS
+
+_VALIDATE_CHUNK = 4096  # documents validated at a time by fit
+
+
+class NetworkEstimator(TextTransformerMixin, BaseEstimator):
+    """Parameters, model loading, device, precision and ``fit`` of an embedder whose states
+    come from a network (see the module's docstring for the hooks a family implements)."""
+
+    _feature_prefix = "emb"
+    # False for embedders that run no network (lookups): precision is then never probed.
+    _runs_network = True
+    # Families whose forward passes are worth sharing with other processes set this.
+    _shares_states = False
+
+    # -- hooks for subclasses --------------------------------------------------
+    def _model_key(self) -> Hashable:
+        """Identity of the loaded model (resolved paths...), shared by clones and other classes."""
+        raise NotImplementedError
+
+    def _load_model(self, device: torch.device) -> Any:
+        """Load the network onto ``device`` (float32 weights). Called once per key per process."""
+        raise NotImplementedError
+
+    def _check_params(self, model) -> None:
+        """Validate the parameters that need the loaded model (e.g. layer indices)."""
+
+    def _forward_key(self) -> Hashable:
+        """Parameters that change what ``_forward`` computes (part of the state-cache key)."""
+        return ()
+
+    def _forward(self, model, docs: list[list[str]]) -> list:
+        """Run the network on non-empty documents; return one state per document."""
+        raise NotImplementedError
+
+    def _n_features(self, model) -> int:
+        raise NotImplementedError
+
+    def _doc_cost(self, doc: list[str]) -> int:
+        """Sort key for length-sorted batching (longest documents first)."""
+        return sum(len(t) for t in doc) + len(doc)
+
+    # -- model -----------------------------------------------------------------
+    def _get_model(self):
+        """The loaded model, from the process-wide cache (reloaded after unpickling)."""
+        device = resolve_device(self.device) if "_device" not in self.__dict__ else self._device
+        key = (self._model_key(), str(device))
+        if self.__dict__.get("_model_for") != key or "_model" not in self.__dict__:
+            model = MODELS.get(key, lambda: self._load_model(device))
+            fitted = self.__dict__.get("n_features_out_")  # fit drops it: a refit may change it
+            if fitted is not None and int(self._n_features(model)) != fitted:
+                raise ValueError(
+                    f"The model files of this {type(self).__name__} changed since it was "
+                    f"fitted: the model now gives {self._n_features(model)} features per token, "
+                    f"not {fitted}. Fit it again (and the steps after it in a pipeline)."
+                )
+            self._model, self._model_for = model, key
+        self._device = device  # also on a refit, which drops it first
+        return self._model
+
+    def _state_prefix(self) -> tuple:
+        # The key of the model in use (``_get_model`` sets it): states are filed under the files
+        # that model was read from, also when the files change during a call.
+        model_for = self.__dict__.get("_model_for")
+        model_key = model_for[0] if model_for is not None else self._model_key()
+        return (model_key, self.precision, str(self._device), self._forward_key())
+
+    def fit(self, X=None, y=None):
+        """Load the model (once per process) and validate the parameters.
+
+        Parameters
+        ----------
+        X : documents, optional
+            Validated when given; token embedders learn nothing from the data.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        self._check_common_params()
+        if X is not None:  # validated a chunk at a time: the token lists are not kept
+            for chunk in document_chunks(X, _VALIDATE_CHUNK):
+                self._documents(chunk)
+        self.__dict__.pop("_device", None)
+        self.__dict__.pop("n_features_out_", None)
+        model = self._get_model()
+        if self._runs_network:
+            check_cpu_precision(self._device, self.precision)
+        self._check_params(model)
+        self.n_features_out_ = int(self._n_features(model))
+        self.device_ = str(self._device)
+        return self
+
+    def _documents(self, X) -> list[list[str]]:
+        """Validate ``X`` into token lists with this embedder's tokenizer."""
+        return check_documents(X, getattr(self, "tokenizer", None))
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """Names of the output features: ``f"{prefix}_{j}"``."""
+        check_is_fitted(self, "n_features_out_")
+        return np.asarray(
+            [f"{self._feature_prefix}_{j}" for j in range(self.n_features_out_)], dtype=object
+        )
+
+    def __copy__(self):
+        # A copy shares the loaded model and device (copy's default goes through pickling's
+        # __getstate__, which drops them: the copy would look its model up again); setting
+        # the copy's parameters leaves this estimator alone.
+        copied = type(self).__new__(type(self))
+        copied.__dict__.update(self.__dict__)
+        return copied
+
+    def _pack_states(self, states: list) -> dict[str, torch.Tensor]:
+        """The states of one batch as named tensors (to be written to a file)."""
+        return pack_tensors(states)
+
+    def _unpack_states(self, tensors: dict[str, torch.Tensor]) -> list:
+        """The states ``_pack_states`` packed, on this embedder's device."""
+        return unpack_tensors(tensors, self._device)
