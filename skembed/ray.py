@@ -133,17 +133,11 @@ def _check_concurrency(concurrency) -> int | tuple[int, int]:
     )
 
 
-def _check_number(name: str, value, *, positive: bool, optional: bool = False):
-    if optional and value is None:
-        return None
-    if (
-        not isinstance(value, numbers.Real)
-        or isinstance(value, bool)
-        or not (value > 0 if positive else value >= 0)
-    ):
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name}={value!r} is not valid: give a number {bound}.")
-    return value
+def _check_resource(name: str, value) -> None:
+    if value is None:
+        return
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value >= 0:
+        raise ValueError(f"{name}={value!r} is not valid: give a number >= 0.")
 
 
 def _check_columns(known, column: str, added: list[str]) -> None:
@@ -186,12 +180,14 @@ class _Batches:
         if hasattr(out, "detach"):  # output="torch" gives a tensor, possibly on a GPU
             out = out.detach().cpu().numpy()
         values = np.asarray(out.to_numpy() if hasattr(out, "to_numpy") else out)
-        if len(values) != len(batch):
+        values = values.reshape(len(values), -1)
+        if values.shape != (len(batch), len(self.columns)):
             raise ValueError(
-                f"{type(self.estimator).__name__}.{self.method} returned {len(values)} rows for "
-                f"{len(batch)} documents; skembed.ray needs one row per document."
+                f"{type(self.estimator).__name__}.{self.method} returned {values.shape[0]} rows "
+                f"of {values.shape[1]} values for {len(batch)} documents; skembed.ray needs one "
+                f"row of {len(self.columns)} values (its output columns) per document."
             )
-        return _join(rest, values.reshape(len(batch), -1), self.columns)
+        return _join(rest, values, self.columns)
 
 
 def _join(rest: pd.DataFrame, values: np.ndarray, columns: list[str]) -> pd.DataFrame:
@@ -291,8 +287,10 @@ def transform(
         actors = ray.data.ActorPoolStrategy(min_size=size[0], max_size=size[1])
     else:
         actors = ray.data.ActorPoolStrategy(size=size)
-    _check_number("num_gpus", num_gpus, positive=False)
-    _check_number("num_cpus", num_cpus, positive=False, optional=True)
+    if num_gpus is None:
+        raise ValueError("num_gpus=None is not valid: give a number >= 0.")
+    _check_resource("num_gpus", num_gpus)
+    _check_resource("num_cpus", num_cpus)
     known = dataset.columns(fetch_if_missing=False)  # None: checked by the actors instead
     if known is not None:
         _check_columns(known, column, columns)

@@ -248,6 +248,10 @@ def test_a_batch_without_rows(doc_emb, frame):
     empty = batches(frame.iloc[:0])
     assert list(empty.columns) == ["id", "group", *names] and len(empty) == 0
     assert (empty[names].dtypes == np.float32).all()
+    # An estimator whose rows do not match its feature names is refused, not misaligned.
+    short = sr._Batches(doc_emb, "text", "transform", names[:-1], np.dtype(np.float32))
+    with pytest.raises(ValueError, match=f"one row of {len(names) - 1} values"):
+        short(frame.iloc[:3])
 
 
 def test_lazy_and_ordered_without_touching_the_callers_context(ray_session, doc_emb, frame):
@@ -280,8 +284,9 @@ def test_argument_errors(ray_session, doc_emb, frame, tiny_model):
     for bad in (0, 2.5, None):
         with pytest.raises(ValueError, match="batch_size="):
             sr.transform(doc_emb, data, batch_size=bad)
-    with pytest.raises(ValueError, match="num_gpus="):
-        sr.transform(doc_emb, data, num_gpus=-1)
+    for name, bad in (("num_gpus", -1), ("num_gpus", None), ("num_cpus", "1"), ("num_cpus", -0.5)):
+        with pytest.raises(ValueError, match=f"{name}="):
+            sr.transform(doc_emb, data, **{name: bad})
     with pytest.raises(TypeError, match="from_pandas"):
         sr.transform(doc_emb, frame)
     with pytest.raises(ValueError, match="method='fit' is not valid"):
