@@ -47,6 +47,10 @@ class NetworkEstimator(TextTransformerMixin, BaseEstimator):
     _runs_network = True
     # Families whose forward passes are worth sharing with other processes set this.
     _shares_states = False
+    # False for families whose model is made anew by each fit (trained weights): it is kept
+    # on the estimator only, so a grid search does not fill the process-wide model cache
+    # with one model per candidate.
+    _caches_model = True
 
     # -- hooks for subclasses --------------------------------------------------
     def _model_key(self) -> Hashable:
@@ -81,7 +85,10 @@ class NetworkEstimator(TextTransformerMixin, BaseEstimator):
         device = resolve_device(self.device) if "_device" not in self.__dict__ else self._device
         key = (self._model_key(), str(device))
         if self.__dict__.get("_model_for") != key or "_model" not in self.__dict__:
-            model = MODELS.get(key, lambda: self._load_model(device))
+            if self._caches_model:
+                model = MODELS.get(key, lambda: self._load_model(device))
+            else:
+                model = self._load_model(device)
             fitted = self.__dict__.get("n_features_out_")  # fit drops it: a refit may change it
             if fitted is not None and int(self._n_features(model)) != fitted:
                 raise ValueError(

@@ -187,6 +187,7 @@ class CharacterEmbeddings(BaseTokenEmbedder):
     """
 
     _shares_states = True  # with sibling processes: one tensor per document
+    _caches_model = False  # every fit makes new weights
 
     _feature_prefix = "char"
 
@@ -253,17 +254,6 @@ class CharacterEmbeddings(BaseTokenEmbedder):
         model = CharBiLSTM(self.characters_, self.char_embedding_dim, self.hidden_size_char)
         model.load_state_dict(self.weights_)
         return model.to(device).eval()
-
-    def _get_model(self) -> CharBiLSTM:
-        # Every fit makes new weights: keep the model on the estimator only, so that a grid
-        # search does not fill the process-wide model cache with one model per candidate.
-        device = resolve_device(self.device) if "_device" not in self.__dict__ else self._device
-        key = (self._model_key(), str(device))
-        if self.__dict__.get("_model_for") != key or "_model" not in self.__dict__:
-            self._model = self._load_model(device)
-            self._model_for = key
-        self._device = device
-        return self._model
 
     def _n_features(self, model: CharBiLSTM) -> int:
         return 2 * model.lstm.hidden_size
