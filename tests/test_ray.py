@@ -50,9 +50,12 @@ WORDS = (
 ).split()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_session(tmp_path_factory):
-    """One local Ray for the test run: 2 CPUs, no dashboard, no usage reports, no network."""
+    """One local Ray for the test run: 2 CPUs, no dashboard, no usage reports, no network.
+
+    Only this file uses Ray, so it starts once per test run; it stops when the file is done,
+    so that Ray's daemons do not share the CPUs with the tests that come after it."""
     saved = dict(os.environ)
     # The raylet and its workers inherit this environment: no usage stats, the offline settings
     # of conftest.py, and this folder on the path (the workers unpickle the helpers below).
