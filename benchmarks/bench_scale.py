@@ -19,7 +19,8 @@ and runs ``skembed.dask.write_parquet`` on ``dd.read_parquet(input, index="id")`
   the documents of the others that were not in the state folder, and the output files equal
   those of the uninterrupted run.
 
-The default sizes are reduced so that ``make bench`` stays short (about 2 minutes on 2 cores);
+The default sizes are reduced so that ``make bench`` stays short (under 3 minutes on 2 cores at
+load 8, most of it starting clusters);
 ``--full`` runs 100,000 and 1,000,000 documents in partitions of 10,000. ``--model
 minilm`` uses the packaged MiniLM instead of the tiny random BERT (2 layers, hidden 32, MiniLM's
 tokenizer) of ``bench_memory.py``. Prints ``| benchmark | metric | value | baseline | ratio |``
@@ -32,6 +33,7 @@ rows and lines of detail (load average before and after).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -146,10 +148,12 @@ def sample_gap(emb, out_folder: str, in_folder: str) -> float:
     return gap
 
 
-def throughput(emb, corpora: dict[int, str], tmp: str, n_workers: int) -> dict:
+def throughput(emb, corpora: dict[int, str], tmp: str, n_workers: int, then=None) -> dict:
     """write_parquet over each corpus in turn (smallest first) in the same workers of one
     fresh cluster; the usage of every worker after each. ``ru_maxrss`` only rises, so a peak
-    that stays put over the larger corpus means memory did not grow with the documents."""
+    that stays put over the larger corpus means memory did not grow with the documents.
+    ``then(client)``, when given, runs on the same cluster afterwards (its result under
+    ``"then"``: a cluster's start costs 10 to 30 s on this machine)."""
     from distributed import Client
 
     import skembed
@@ -181,34 +185,31 @@ def throughput(emb, corpora: dict[int, str], tmp: str, n_workers: int) -> dict:
                 "peak_mib": [after[w]["peak_mib"] for w in sorted(after)],
                 "computed": [after[w]["computed"] for w in sorted(after)],
             }
+        if then is not None:
+            runs["then"] = then(client)
     return runs
 
 
-def kill_one_worker(emb, in_folder: str, out_folder: str) -> dict:
-    """Two workers; SIGKILL one of them once a quarter of the files are written."""
-    from distributed import Client
-
+def kill_one_worker(client, emb, in_folder: str, out_folder: str) -> dict:
+    """On a cluster of two workers: SIGKILL one once a quarter of the files are written."""
     import skembed.dask as sd
 
     n_parts = len(os.listdir(in_folder))
-    with start_cluster(2) as cluster, Client(cluster) as client:
-        client.wait_for_workers(2)
-        client.register_plugin(sd.WorkerSetup(state_cache=False, torch_threads=1))
-        pids = sorted(client.run(os.getpid).values())
-        done: dict = {}
-        job = threading.Thread(
-            target=lambda: done.update(
-                sd.write_parquet(emb, read_input(in_folder), out_folder, resume=False)
-            )
+    pids = sorted(client.run(os.getpid).values())
+    done: dict = {}
+    job = threading.Thread(
+        target=lambda: done.update(
+            sd.write_parquet(emb, read_input(in_folder), out_folder, resume=False)
         )
-        job.start()
-        while job.is_alive() and written(out_folder) < max(1, n_parts // 4):
-            time.sleep(0.05)
-        at = written(out_folder)
-        os.kill(pids[0], signal.SIGKILL)
-        job.join()
-        client.wait_for_workers(2, timeout=120)
-        restarted = pids[0] not in client.run(os.getpid).values()
+    )
+    job.start()
+    while job.is_alive() and written(out_folder) < max(1, n_parts // 4):
+        time.sleep(0.05)
+    at = written(out_folder)
+    os.kill(pids[0], signal.SIGKILL)
+    job.join()
+    client.wait_for_workers(2, timeout=120)
+    restarted = pids[0] not in client.run(os.getpid).values()
     return {"killed_after_files": at, "files": n_parts, "restarted": restarted, **done}
 
 
@@ -320,9 +321,18 @@ def main() -> None:
         for n in sizes:
             corpora[n] = os.path.join(tmp, f"in-{n}")
             write_corpus(corpora[n], n, part_size)
-        runs = {}
+        runs, killed = {}, None
+        kill = not args.skip_kill and 2 in args.workers  # the kill runs need two workers
         for w in args.workers:
-            for n, run in throughput(emb, corpora, tmp, w).items():
+            then = None
+            if w == 2 and kill:
+                out = os.path.join(tmp, "killed-worker")
+                then = functools.partial(
+                    kill_one_worker, emb=emb, in_folder=corpora[kill_size], out_folder=out
+                )
+            measured = throughput(emb, corpora, tmp, w, then)
+            killed = measured.pop("then", killed)
+            for n, run in measured.items():
                 runs[n, w] = run
                 check = check_output(run["out"], corpora[n])
                 gap = sample_gap(emb, run["out"], corpora[n])
@@ -374,10 +384,9 @@ def main() -> None:
                     f"{max(large['peak_mib']) / max(small['peak_mib']):.2f}",
                 )
             )
-        if not args.skip_kill:
+        if kill:
             in_folder = corpora[kill_size]
             reference = os.path.join(tmp, f"out-{kill_size}-2")
-            killed = kill_one_worker(emb, in_folder, os.path.join(tmp, "killed-worker"))
             check = check_output(os.path.join(tmp, "killed-worker"), in_folder)
             same, gap = same_files(os.path.join(tmp, "killed-worker"), reference)
             details.append(
