@@ -306,6 +306,12 @@ def _part_name(number: int, n_parts: int) -> str:
 
 def _write_partition(part, estimator, path: str, method: str, dtype, number: int) -> int:
     """Embed one partition and write it to ``path`` atomically; return its number of rows."""
+    if os.path.exists(path):
+        # Written earlier in this call (the call removed or skipped older files): Dask runs a
+        # task again when the worker holding its result died; the file is already whole.
+        import pyarrow.parquet as pq
+
+        return pq.read_metadata(path).num_rows
     out = embed_partition(part, estimator, method, dtype, {"number": number})
     if isinstance(out, pd.Series):
         out = out.to_frame()
@@ -365,7 +371,8 @@ def write_parquet(
     machine) is resumed by calling again with the same collection: the partitions whose file
     exists are neither read nor embedded again, the others are, and the folder ends up as one
     uninterrupted run would have written it. A worker killed mid-run costs only the partitions
-    it was embedding: Dask runs them again, and the rename makes each file appear once.
+    it was embedding: Dask runs them again, and the rename makes each file appear once (a
+    task of a partition whose file is written returns its row count without embedding it).
     Temporary files left by a killed worker are removed by the next call (do not run two
     calls into one folder at the same time).
 

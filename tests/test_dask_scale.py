@@ -161,3 +161,18 @@ def test_worker_setup_state_directory_spares_the_forward_pass_of_a_rerun(
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out"), expected)
     with pytest.raises(ValueError, match="state_directory needs state_cache=True"):
         sd.WorkerSetup(state_cache=False, state_directory=tmp_path)
+
+
+def test_a_task_run_again_reads_its_written_file_instead_of_embedding(emb, corpus, tmp_path):
+    """Dask runs a task again when the worker holding its result died: the partition's file,
+    written by this call, is counted, not embedded and written a second time."""
+    from skembed.dask import _write_partition
+
+    part = corpus["text"].iloc[:20]
+    path = str(tmp_path / "part.00000.parquet")
+    assert _write_partition(part, emb, path, "transform", np.float32, 0) == 20
+    written = os.stat(path).st_mtime_ns
+    skembed.clear_cache(models=False)
+    assert _write_partition(part, emb, path, "transform", np.float32, 0) == 20
+    assert skembed.cache_info()["documents_computed"] == 0
+    assert os.stat(path).st_mtime_ns == written
