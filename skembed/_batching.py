@@ -277,8 +277,13 @@ def takes_progress(method) -> bool:
     """Whether ``method`` accepts ``progress=``: skembed's own protocol methods do; one written
     by a user (``embed_documents(docs)``, ``iter_batches(docs)``) may not, and is then called
     without it (the caller counts its documents when it returns)."""
+    return takes_argument(method, "progress")
+
+
+def takes_argument(method, name: str) -> bool:
+    """Whether ``method`` accepts the keyword argument ``name`` (or any keyword)."""
     try:
         params = inspect.signature(method).parameters.values()
     except (TypeError, ValueError):
         return False
-    return any(p.name == "progress" or p.kind is p.VAR_KEYWORD for p in params)
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)

@@ -8,7 +8,7 @@ from sklearn import get_config
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
-from ._batching import Progress, new_progress, takes_progress
+from ._batching import Progress, new_progress, takes_argument, takes_progress
 from ._device import to_host
 from ._estimator import TextTransformerMixin, check_choice, store_params
 from ._hf.words import in_call
@@ -198,8 +198,11 @@ class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimato
             return rows
         # An embedder of another kind that only gives token vectors, batch by batch.
         counted = takes_progress(emb.iter_batches)
+        kwargs = {"progress": progress} if counted else {}
+        if takes_argument(emb.iter_batches, "n_docs"):
+            kwargs["n_docs"] = total
         out = torch.zeros((len(docs), self.n_features_in_))
-        for index, tensors in emb.iter_batches(docs, **({"progress": progress} if counted else {})):
+        for index, tensors in emb.iter_batches(docs, **kwargs):
             rows = pool_tensors(tensors, self.pooling)
             out = out.to(rows.device)
             out[torch.as_tensor(index, device=out.device)] = rows

@@ -11,7 +11,7 @@ from sklearn.utils import Bunch
 from sklearn.utils.metaestimators import _BaseComposition
 from sklearn.utils.validation import check_is_fitted
 
-from ._batching import Progress, call_progress, shows_progress, takes_progress
+from ._batching import Progress, call_progress, shows_progress, takes_argument, takes_progress
 from ._estimator import TextTransformerMixin
 from ._input import check_documents, resolve_tokenizer
 from .ragged import RaggedEmbeddings, labelled
@@ -205,26 +205,31 @@ class StackedEmbeddings(TextTransformerMixin, _BaseComposition, auto_wrap_output
         progress: Progress | None = None,
     ) -> RaggedEmbeddings:
         """Embed already split documents with every member and concatenate per token (the
-        members' ``embed_documents(docs)``: what a user-written member implements; each
-        judges what to keep by ``docs``, so ``n_docs`` changes nothing). ``progress``: the
-        call's bar (see :meth:`skembed.BaseTokenEmbedder.embed_documents`), handed to each
-        member whose ``embed_documents`` accepts it as its share; the others are counted
-        when they return."""
+        members' ``embed_documents(docs)``: what a user-written member implements).
+        ``n_docs`` (the documents of the whole call, when ``docs`` is a chunk of it) and
+        ``progress`` (the call's bar, see :meth:`skembed.BaseTokenEmbedder.embed_documents`)
+        are handed to each member whose ``embed_documents`` accepts them, the bar as the
+        member's share; a member without ``n_docs`` judges what to keep by ``docs``, one
+        without ``progress`` is counted when it returns."""
         check_is_fitted(self, "n_features_out_")
         with call_progress(progress, self, len(docs)) as progress:
-            return self._embed_documents(docs, progress)
+            return self._embed_documents(docs, n_docs, progress)
 
-    def _embed_documents(self, docs: list[list[str]], progress: Progress) -> RaggedEmbeddings:
+    def _embed_documents(
+        self, docs: list[list[str]], n_docs: int | None, progress: Progress
+    ) -> RaggedEmbeddings:
         lengths = np.asarray([len(d) for d in docs], dtype=np.int64)
         parts = []
         active = self._active()
         for (name, member), share in zip(active, progress.shares(len(docs), len(active))):
             if not hasattr(member, "embed_documents"):
                 out = member.transform(docs)
-            elif takes_progress(member.embed_documents):
-                out = member.embed_documents(docs, progress=share)
             else:
-                out = member.embed_documents(docs)
+                method = member.embed_documents
+                kwargs = {"progress": share} if takes_progress(method) else {}
+                if n_docs is not None and takes_argument(method, "n_docs"):
+                    kwargs["n_docs"] = n_docs
+                out = method(docs, **kwargs)
             share.finish()
             if not isinstance(out, RaggedEmbeddings):
                 raise TypeError(
@@ -256,7 +261,8 @@ class StackedEmbeddings(TextTransformerMixin, _BaseComposition, auto_wrap_output
             for start in range(0, len(docs), _CHUNK):
                 index = list(range(start, min(start + _CHUNK, len(docs))))
                 part = [docs[i] for i in index]
-                yield index, self.embed_documents(part, progress=progress).split()
+                out = self.embed_documents(part, n_docs=n_docs or len(docs), progress=progress)
+                yield index, out.split()
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """``f"{name}__{feature}"`` for each member's features, in order."""

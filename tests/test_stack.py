@@ -20,6 +20,7 @@ from skembed import (
     TransformerEmbeddings,
     WordEmbeddings,
 )
+from skembed.cache import STATES
 
 DOCS = ["the prison cell was cold", "my cell phone rang", "a blood cell divides", "Hello , world"]
 
@@ -241,3 +242,23 @@ def test_to_frame_keeps_pandas_index_labels(files, bert):
         default = embedder.transform(pd.Series(texts)).to_frame()  # 0..n-1: positions
         assert default.index.get_level_values("doc").tolist() == [0] * 3 + [1] * 4
         assert embedder.transform(texts).index is None
+
+
+def test_members_judge_what_to_keep_by_the_whole_input(files, bert, monkeypatch):
+    """A stack read in chunks (wrapped by a pooler, or a chunk at a time by its own
+    iter_batches) hands the size of the whole input to its members: a member keeps its
+    states only if the whole input's states fit in the budget, not each chunk's."""
+    from skembed import stack
+
+    member = TransformerEmbeddings(bert, layers="-1", device="cpu", batch_size=2).fit()
+    member.transform(DOCS).to_numpy()
+    per_doc = max(size for _, size in STATES._lru._entries.values())
+    skembed.clear_cache(models=False)
+    skembed.set_cache(max_bytes=int(per_doc * 3))  # a chunk of 2 fits, the 4 documents don't
+    monkeypatch.setattr(stack, "_CHUNK", 2)
+    pooled = DocumentPoolEmbeddings(StackedEmbeddings([("bert", member)])).fit()
+    pooled.transform(DOCS)
+    assert skembed.cache_info()["state_entries"] == 0
+    skembed.set_cache(max_bytes=int(per_doc * 10))  # all 4 fit: all kept
+    pooled.transform(DOCS)
+    assert skembed.cache_info()["state_entries"] == len(DOCS)
