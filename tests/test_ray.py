@@ -13,9 +13,11 @@ import doctest
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -51,23 +53,28 @@ WORDS = (
 
 
 @pytest.fixture(scope="module")
-def ray_session(tmp_path_factory):
+def ray_session():
     """One local Ray for the test run: 2 CPUs, no dashboard, no usage reports, no network.
 
     Only this file uses Ray, so it starts once per test run; it stops when the file is done,
     so that Ray's daemons do not share the CPUs with the tests that come after it."""
     saved = dict(os.environ)
     # The raylet and its workers inherit this environment: no usage stats, the offline settings
-    # of conftest.py, and this folder on the path (the workers unpickle the helpers below).
+    # of conftest.py, and this folder (the workers unpickle the helpers below) and the
+    # repository (skembed) on the path.
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    here = str(Path(__file__).parent)
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [here, saved.get("PYTHONPATH")]))
+    here = Path(__file__).parent
+    paths = [str(here), str(here.parent), saved.get("PYTHONPATH")]
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+    # A short folder: Ray's socket paths in it must stay under the 107 bytes of a Unix socket
+    # name, which a folder under pytest's tmp_path (user name, counters) can pass.
+    folder = tempfile.mkdtemp(prefix="skembed-ray-")
     ray.init(
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
         logging_level="ERROR",
-        _temp_dir=str(tmp_path_factory.mktemp("ray")),
+        _temp_dir=folder,
     )
     ctx = ray.data.DataContext.get_current()
     progress = ctx.enable_progress_bars
@@ -75,6 +82,7 @@ def ray_session(tmp_path_factory):
     yield
     ctx.enable_progress_bars = progress
     ray.shutdown()
+    shutil.rmtree(folder, ignore_errors=True)
     os.environ.clear()
     os.environ.update(saved)
 
