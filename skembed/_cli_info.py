@@ -169,13 +169,13 @@ def _home_entries() -> list[tuple[str, Path, int]]:
 
 def _state_folders() -> list[tuple[Path, bool, int]]:
     """``(folder, its process is alive, bytes)`` of the shared-state folders in the temp dir."""
-    from ._shared import _alive
+    from ._processes import alive as process_alive
 
     root = Path(tempfile.gettempdir())
     out = []
     for entry in sorted(root.glob(_STATE_PREFIX + "*")):
         pid = entry.name[len(_STATE_PREFIX) :].split("-", 1)[0]
-        alive = pid.isdigit() and _alive(f"p{pid}")
+        alive = pid.isdigit() and process_alive(f"p{pid}")
         out.append((entry, alive, folder_bytes(entry)))
     return out
 

@@ -48,6 +48,8 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save_file
 
+from ._processes import alive, mark
+
 ENV = "SKEMBED_SHARED_STATES"
 _FOLDER_PREFIX = "skembed-states-"
 _OFF = "off"
@@ -55,52 +57,6 @@ _KEPT = "kept:"  # before the folder's path in ENV: a directory kept across sess
 _BATCHES = "batches"  # the batch files' subfolder in a kept directory (few entries to list)
 DEFAULT_DISK_BYTES = 10 << 30  # 10 GiB of states in a kept directory, oldest read first out
 _FORMAT = b"states-1"  # in every entry name: processes that write another layout never meet
-
-
-def _stat(pid: int) -> tuple[str, str] | None:
-    """Process ``pid``'s state letter and start time (clock ticks since boot) from
-    /proc/<pid>/stat, or None where that cannot be read (no /proc, or the process is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-        return fields[0], fields[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _started(pid: int) -> str:
-    """When process ``pid`` started, or "" where that cannot be read: with the pid, it names
-    a process even after its pid is reused."""
-    stat = _stat(pid)
-    return "" if stat is None else stat[1]
-
-
-def mark(pid: int) -> str:
-    """The target of an entry claimed by process ``pid``: ``p<pid>-<start time>``."""
-    return f"p{pid}-{_started(pid)}"
-
-
-_DEAD = ("Z", "X", "x")  # zombie (killed, e.g. by the OOM killer, and not yet reaped), dead
-
-
-def _alive(claim: str) -> bool:
-    """Whether the process that made a ``p<pid>-<start time>`` claim still runs: not when its
-    pid is free, names a zombie (dead, only not yet reaped by its parent), or names another
-    process that reused it (another start time). Where /proc is absent, whether the pid
-    exists is all that is known."""
-    pid_text, _, started = claim[1:].partition("-")
-    try:
-        pid = int(pid_text)
-        os.kill(pid, 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:  # another user's process: /proc still tells its state
-        pass
-    stat = _stat(pid)
-    if stat is None:
-        return True
-    state, start = stat
-    return state not in _DEAD and (not started or start == started)
 
 
 def _session_folder() -> str:
@@ -119,7 +75,7 @@ def _remove_stale(parent: str) -> None:
         if not name.startswith(_FOLDER_PREFIX):
             continue
         pid = name[len(_FOLDER_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and not _alive(f"p{pid}"):
+        if pid.isdigit() and not alive(f"p{pid}"):
             shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
 
 
@@ -269,7 +225,7 @@ class SharedStates:
                 continue
             if target is not None:
                 mine_before = target == me and name in self._held  # another thread's claim
-                if mine_before or (target != me and _alive(target)):
+                if mine_before or (target != me and alive(target)):
                     pending.append(k)
                     continue
                 try:  # its process is gone: take it over

@@ -28,7 +28,8 @@ from sklearn.pipeline import Pipeline
 
 import skembed
 from skembed import DocumentPoolEmbeddings, TransformerEmbeddings, _shared
-from skembed._shared import ENV, SHARED, SharedStates, _remove_stale, _stat, mark
+from skembed._processes import _stat, mark
+from skembed._shared import ENV, SHARED, SharedStates, _remove_stale
 from skembed._store import state_keys, to_embed
 from skembed.cache import STATES
 
