@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
 from ._batching import Progress, call_progress, takes_progress
+from ._device import to_host
 from ._estimator import TextTransformerMixin, check_choice, store_params
 from ._network import NetworkEstimator
 from ._pooling import pool_tensors
@@ -84,15 +86,32 @@ class BaseTokenEmbedder(NetworkEstimator, auto_wrap_output_keys=None):
         n_docs: int | None = None,
         progress: Progress | None = None,
     ) -> RaggedEmbeddings:
-        """Embed already validated token lists (see :func:`skembed.check_documents`)."""
-        out: list[torch.Tensor | None] = [None] * len(docs)
+        """Embed already validated token lists (see :func:`skembed.check_documents`).
+
+        Each batch goes to the host as soon as it is combined, into one preallocated array
+        of the call's token vectors: device memory holds a batch, never the whole output,
+        and nothing is concatenated at the end. (Use ``iter_batches`` for tensors on the
+        device.)"""
+        check_is_fitted(self, "n_features_out_")
+        offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+        np.cumsum([len(doc) for doc in docs], out=offsets[1:])
+        data = torch.empty((int(offsets[-1]), self.n_features_out_))
         with call_progress(progress, self, len(docs)) as progress:
             for index, tensors in self._counted_batches(docs, n_docs, progress):
                 for i, t in zip(index, tensors):
-                    out[i] = t
-        return RaggedEmbeddings.from_list(
-            out, docs, self.get_feature_names_out(), dim=self.n_features_out_
-        )
+                    if t.shape != (len(docs[i]), self.n_features_out_):
+                        raise ValueError(
+                            f"{type(self).__name__} gave a {tuple(t.shape)} block for document "
+                            f"{i}, which has {len(docs[i])} tokens and should get "
+                            f"({len(docs[i])}, {self.n_features_out_})."
+                        )
+                if any(len(t) for t in tensors):  # one copy from the device per batch
+                    host = to_host(torch.cat(tensors) if len(tensors) > 1 else tensors[0])
+                    start = 0
+                    for i, t in zip(index, tensors):
+                        data[offsets[i] : offsets[i + 1]] = host[start : start + len(t)]
+                        start += len(t)
+        return RaggedEmbeddings(data, offsets, docs, self.get_feature_names_out())
 
     def iter_batches(
         self,

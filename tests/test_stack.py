@@ -27,8 +27,10 @@ DOCS = ["the prison cell was cold", "my cell phone rang", "a blood cell divides"
 
 @pytest.fixture(autouse=True)
 def _clear():
+    budget = STATES.max_bytes
     yield
     skembed.clear_cache()
+    skembed.set_cache(max_bytes=budget)
 
 
 @pytest.fixture(scope="module")

@@ -185,7 +185,7 @@ class WordEmbeddings(BaseTokenEmbedder):
         model = self._get_model()
         with call_progress(progress, self, len(docs)) as progress:
             flat = [t for doc in docs for t in doc]
-            data = torch.from_numpy(model.lookup(flat)).to(self._device)
+            data = torch.from_numpy(model.lookup(flat))  # on the host, as every token output
             progress.update(len(docs))
         offsets = np.zeros(len(docs) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([len(d) for d in docs])
