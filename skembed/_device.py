@@ -404,6 +404,46 @@ def exact_float32():
                 _TF32["saved"] = None
 
 
+# While any thread runs skembed's cheap operations on the CPU (reading word vectors out of
+# stored states, pooling them) torch runs them on one thread: they are small, and split over
+# threads they wait at every operation for a thread the system gave to another process (a
+# classifier's BLAS threads, which spin for a while after each call). Counted like _TF32,
+# since torch's thread count is global to the process.
+_ONE_THREAD: dict = {"depth": 0, "saved": None}
+_ONE_THREAD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def cheap_operations(device: torch.device):
+    """The context of skembed's cheap operations (combining and pooling stored states): on
+    the CPU, torch on one thread, its thread count put back after the last concurrent one.
+
+    Examples
+    --------
+    >>> before = torch.get_num_threads()
+    >>> with cheap_operations(torch.device("cpu")):
+    ...     torch.get_num_threads()
+    1
+    >>> torch.get_num_threads() == before
+    True
+    """
+    if device.type != "cpu":
+        yield
+        return
+    with _ONE_THREAD_LOCK:
+        if _ONE_THREAD["depth"] == 0:
+            _ONE_THREAD["saved"] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _ONE_THREAD["depth"] += 1
+    try:
+        yield
+    finally:
+        with _ONE_THREAD_LOCK:
+            _ONE_THREAD["depth"] -= 1
+            if _ONE_THREAD["depth"] == 0:
+                torch.set_num_threads(_ONE_THREAD["saved"])
+
+
 @contextlib.contextmanager
 def forward_context(device: torch.device, precision: str):
     """The context of skembed's forward passes on ``device``: autocast to ``precision`` (none

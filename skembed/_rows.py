@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ._batching import Progress
-from ._device import to_host
+from ._device import cheap_operations, to_host
 from ._store import state_batches, state_keys, to_embed
 from .cache import STATES, doc_key
 
@@ -146,7 +146,7 @@ def iter_pooled_states(
         chunk.append(k)
         following = cached[pos + 1][0] if pos + 1 < len(cached) else None
         if following is None or (following != group and len(chunk) >= chunk_size):
-            with torch.inference_mode():
+            with torch.inference_mode(), cheap_operations(embedder._device):
                 rows = pool_states([states[k] for k in chunk])
             progress.update(len(chunk))
             yield [index[k] for k in chunk], rows
@@ -165,5 +165,6 @@ def iter_pooled_states(
     )
     for _, found, found_states in batches:
         if found:
-            with torch.inference_mode():
-                yield found, pool_states(found_states)
+            with torch.inference_mode(), cheap_operations(embedder._device):
+                rows = pool_states(found_states)
+            yield found, rows

@@ -23,7 +23,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from ._batching import Progress, call_progress, takes_progress
-from ._device import to_host
+from ._device import cheap_operations, to_host
 from ._estimator import TextTransformerMixin, check_choice, store_params
 from ._network import NetworkEstimator
 from ._pooling import pool_tensors
@@ -126,7 +126,7 @@ class BaseTokenEmbedder(NetworkEstimator, auto_wrap_output_keys=None):
         with call_progress(progress, self, len(docs)) as progress:
             batches = state_batches(self, model, docs, range(len(docs)), progress, n_docs=n_docs)
             for batch, index, states in batches:
-                with torch.inference_mode():
+                with torch.inference_mode(), cheap_operations(self._device):
                     tensors = self._combine(model, states) if index else []
                 by_doc = dict(zip(index, tensors))
                 yield batch, [by_doc[i].float() if i in by_doc else empty for i in batch]

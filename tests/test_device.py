@@ -237,3 +237,45 @@ def test_worker_setup_sets_the_device_of_the_worker(monkeypatch):
     assert str(resolve_device("cuda")) == "cuda:1"
     WorkerSetup().setup()  # no device: the worker's default stays as it was
     assert str(resolve_device("auto")) == "cuda:1"
+
+
+def test_cheap_operations_run_on_one_thread_and_give_the_threads_back(
+    tiny_model, monkeypatch, request
+):
+    """Combining and pooling stored states runs torch on one thread on the CPU (small
+    operations split over threads wait on each other when another process holds a core);
+    the forward passes between them keep every thread, and the count is restored after the
+    last concurrent section, also after an error."""
+    from skembed import DocumentPoolEmbeddings, TransformerEmbeddings, _device, transformer
+
+    threads = torch.get_num_threads()
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
+    torch.set_num_threads(2)
+    seen = {"combine": [], "forward": []}
+    combine, forward = (
+        transformer.TransformerEmbeddings._combine_pooled,
+        transformer._HFNetwork._forward,
+    )
+
+    def spy_combine(self, *args, **kwargs):
+        seen["combine"].append(torch.get_num_threads())
+        return combine(self, *args, **kwargs)
+
+    def spy_forward(self, *args, **kwargs):
+        seen["forward"].append(torch.get_num_threads())
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformer.TransformerEmbeddings, "_combine_pooled", spy_combine)
+    monkeypatch.setattr(transformer._HFNetwork, "_forward", spy_forward)
+    texts = [f"document number {i} " * (1 + i % 5) for i in range(12)]
+    pooled = DocumentPoolEmbeddings(TransformerEmbeddings(tiny_model("bert"), batch_size=3))
+    pooled.fit().transform(texts)
+    assert set(seen["combine"]) == {1} and set(seen["forward"]) == {2}
+    assert torch.get_num_threads() == 2
+    with pytest.raises(RuntimeError, match="boom"):
+        with _device.cheap_operations(torch.device("cpu")):
+            with _device.cheap_operations(torch.device("cpu")):
+                assert torch.get_num_threads() == 1
+            assert torch.get_num_threads() == 1  # the outer section still runs
+            raise RuntimeError("boom")
+    assert torch.get_num_threads() == 2
