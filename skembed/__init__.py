@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 # Public name -> the module that defines it.
 _EXPORTS = {
     "check_documents": "._input",
+    "set_default_device": "._device",
     "whitespace_tokenizer": "._input",
     "BaseTokenEmbedder": ".base",
     "cache_info": ".cache",
@@ -63,6 +64,7 @@ __all__ = [
     "check_documents",
     "clear_cache",
     "set_cache",
+    "set_default_device",
     "split_tokens",
     "token_xy",
     "whitespace_tokenizer",
@@ -90,6 +92,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from ._device import set_default_device
     from ._input import check_documents, whitespace_tokenizer
     from .base import BaseTokenEmbedder
     from .cache import cache_info, clear_cache, set_cache

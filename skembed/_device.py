@@ -117,6 +117,24 @@ def set_default_device(device) -> str | None:
     processes such as joblib's workers. A CUDA choice also becomes torch's current device
     (``torch.cuda.set_device``). Estimators resolve their device once, when they are fitted or
     unpickled.
+
+    Parameters
+    ----------
+    device : None, "per-worker" or a device string ("cpu", "cuda:1"...)
+
+    Returns
+    -------
+    str or None
+        The device ``"auto"`` now means, or None for the default.
+
+    Examples
+    --------
+    >>> import skembed
+    >>> skembed.set_default_device("cpu")
+    'cpu'
+    >>> skembed.TransformerEmbeddings("all-MiniLM-L6-v2").fit().device_
+    'cpu'
+    >>> skembed.set_default_device(None)  # back to the default
     """
     with _LOCK:
         if device is None:
