@@ -26,12 +26,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from ._device import PER_WORKER, check_device, set_default_device
-from .base import TextTransformerMixin, check_choice
-from .document import _DocumentOutput
+from ._steps import final_step, is_token_level, output_dtype
+from .base import check_choice
 from .ragged import RaggedEmbeddings, token_column
 
 try:
@@ -54,44 +53,13 @@ PART_FILE = re.compile(r"part\.\d+\.parquet")
 TEMPORARY_FILE = re.compile(r"\.part\.\d+\.parquet\.[0-9a-f]+\.tmp")
 
 
-def _final_step(estimator):
-    """The step whose output the caller receives (the last non-passthrough step of a Pipeline)."""
-    while isinstance(estimator, Pipeline):
-        steps = [s for _, s in estimator.steps if s not in (None, "passthrough")]
-        if not steps:
-            raise ValueError("The pipeline has no step other than 'passthrough'.")
-        estimator = steps[-1]
-    return estimator
-
-
-def is_token_level(estimator) -> bool:
-    """Whether ``estimator.transform`` returns token vectors (:class:`RaggedEmbeddings`).
-
-    Decided from the classes of the steps, never by running the model.
-
-    Examples
-    --------
-    >>> from skembed import DocumentPoolEmbeddings, TransformerEmbeddings
-    >>> is_token_level(TransformerEmbeddings()), is_token_level(DocumentPoolEmbeddings())
-    (True, False)
-    """
-    last = _final_step(estimator)
-    return isinstance(last, TextTransformerMixin) and not isinstance(last, _DocumentOutput)
-
-
 def _resolve_dtype(estimator, method: str, dtype) -> np.dtype:
-    if dtype is not None:
-        return np.dtype(dtype)
-    last = _final_step(estimator)
-    if method == "predict":
-        return np.asarray(getattr(last, "classes_", np.zeros(0))).dtype
-    # skembed estimators output float32; other sklearn steps (PCA...) usually float64.
-    return np.dtype(np.float32 if isinstance(last, TextTransformerMixin) else np.float64)
+    return np.dtype(dtype) if dtype is not None else output_dtype(estimator, method)
 
 
 def _columns(estimator, method: str) -> list[str]:
     if method == "predict_proba":
-        return [str(c) for c in _final_step(estimator).classes_]
+        return [str(c) for c in final_step(estimator).classes_]
     try:
         names = estimator.get_feature_names_out()
     except (AttributeError, TypeError, ValueError) as exc:

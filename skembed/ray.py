@@ -25,11 +25,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
-from .base import TextTransformerMixin, check_choice
-from .document import _DocumentOutput
+from ._steps import final_step, is_token_level, output_dtype
+from .base import check_choice
 
 try:
     import ray.data
@@ -44,19 +43,9 @@ PREDICTION = "prediction"  # the output column of predict
 QUOTED_COLUMNS = 3
 
 
-def _final_step(estimator):
-    """The step whose output the caller receives (the last non-passthrough step of a Pipeline)."""
-    while isinstance(estimator, Pipeline):
-        steps = [s for _, s in estimator.steps if s not in (None, "passthrough")]
-        if not steps:
-            raise ValueError("The pipeline has no step other than 'passthrough'.")
-        estimator = steps[-1]
-    return estimator
-
-
 def _check_document_level(estimator) -> None:
-    last = _final_step(estimator)
-    if isinstance(last, TextTransformerMixin) and not isinstance(last, _DocumentOutput):
+    if is_token_level(estimator):
+        last = final_step(estimator)
         raise TypeError(
             f"{type(last).__name__} returns token vectors (one row per token), but "
             "skembed.ray gives one row per document: wrap it in "
@@ -92,7 +81,7 @@ def output_columns(estimator, method: str = "transform") -> list[str]:
     if method == "predict":
         return [PREDICTION]
     if method == "predict_proba":
-        return [str(c) for c in _final_step(estimator).classes_]
+        return [str(c) for c in final_step(estimator).classes_]
     _check_document_level(estimator)
     try:
         names = estimator.get_feature_names_out()
@@ -106,12 +95,8 @@ def output_columns(estimator, method: str = "transform") -> list[str]:
 
 
 def _empty_dtype(estimator, method: str) -> np.dtype:
-    """The column dtype of a batch without rows (sklearn steps such as PCA refuse zero rows):
-    float32 after a skembed step, float64 after others, the labels' dtype for predict."""
-    last = _final_step(estimator)
-    if method == "predict":
-        return np.asarray(getattr(last, "classes_", np.zeros(0))).dtype
-    return np.dtype(np.float32 if isinstance(last, TextTransformerMixin) else np.float64)
+    """The column dtype of a batch without rows (sklearn steps such as PCA refuse zero rows)."""
+    return output_dtype(estimator, method)
 
 
 def _check_concurrency(concurrency) -> int | tuple[int, int]:
