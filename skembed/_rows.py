@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from ._batching import Progress
-from ._device import cheap_operations, to_host
+from ._device import cheap_operations
+from ._host import to_host
 from ._store import state_batches, state_keys, to_embed
 from .cache import STATES, doc_key
 

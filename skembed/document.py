@@ -9,9 +9,9 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
 from ._batching import Progress, new_progress, takes_argument, takes_progress
-from ._device import to_host
 from ._estimator import TextTransformerMixin, check_choice, store_params
 from ._hf.words import in_call
+from ._host import to_host
 from ._input import document_chunks
 from ._layers import parse_layers
 from ._network import NetworkEstimator

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ._device import to_host
+from ._host import to_host
 from ._input import is_default_index, replace_lone_surrogates
 
 

@@ -1,4 +1,4 @@
-"""Copies from a GPU to the host (skembed._device.to_host): chunked through one reused,
+"""Copies from a GPU to the host (skembed._host.to_host): chunked through one reused,
 bounded pinned buffer, the result in ordinary memory, bit for bit. On a machine without a
 GPU the chunking runs on CPU tensors, with the CUDA calls faked."""
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from skembed import _device
-from skembed._device import staged_copy, to_host
+from skembed import _host
+from skembed._host import staged_copy, to_host
 
 
 @pytest.mark.parametrize(
@@ -71,8 +71,8 @@ def test_to_host_reuses_one_bounded_pinned_buffer(monkeypatch):
         def synchronize(self):
             pass
 
-    monkeypatch.setattr(_device, "_staging", {})
-    monkeypatch.setattr(_device, "STAGING_BYTES", 64)
+    monkeypatch.setattr(_host, "_staging", {})
+    monkeypatch.setattr(_host, "STAGING_BYTES", 64)
     monkeypatch.setattr(torch, "empty", empty)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
     results = []

@@ -6,7 +6,7 @@ from collections.abc import Hashable
 
 import torch
 
-from .._device import compact
+from .._host import compact
 from ..base import BaseTokenEmbedder, check_choice, store_params
 from ..resolve import file_signature
 from .files import resolve_elmo

@@ -12,7 +12,8 @@ from os import PathLike
 import numpy as np
 import torch
 
-from .._device import compact, cpu_lstm_works, recurrent_autocast
+from .._device import cpu_lstm_works, recurrent_autocast
+from .._host import compact
 from ..base import BaseTokenEmbedder, store_params
 from ..resolve import file_signature
 from .ids import is_lowercased, resolve_model_file
