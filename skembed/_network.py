@@ -83,7 +83,15 @@ class NetworkEstimator(TextTransformerMixin, BaseEstimator):
     def _get_model(self):
         """The loaded model, from the process-wide cache (reloaded after unpickling)."""
         device = resolve_device(self.device) if "_device" not in self.__dict__ else self._device
-        key = (self._model_key(), str(device))
+        try:
+            key = (self._model_key(), str(device))
+        except (OSError, ValueError):
+            # The model files were removed (or moved) since this estimator loaded them: the
+            # model it holds still serves; only one that must load them again fails.
+            held = self.__dict__.get("_model_for")
+            if held is None or held[1] != str(device) or "_model" not in self.__dict__:
+                raise
+            key = held
         if self.__dict__.get("_model_for") != key or "_model" not in self.__dict__:
             if self._caches_model:
                 model = MODELS.get(key, lambda: self._load_model(device))

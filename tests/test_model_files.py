@@ -210,3 +210,24 @@ def test_a_fitted_estimator_whose_files_changed_width_says_to_fit_again(word_fil
     with pytest.raises(ValueError, match="changed since it was fitted: .* 3 features .* not 2"):
         emb.transform([["cat"]])
     assert emb.fit().transform([["cat"]]).to_numpy().tolist() == [[2.0, 2.0, 2.0]]
+
+
+def test_a_fitted_estimator_keeps_serving_after_its_files_are_removed(tmp_path, tiny_model):
+    """The model an estimator holds still serves when its files are removed after loading
+    (a temporary folder cleaned up, a checkout moved); an estimator that must read them
+    again (unpickled) says which files are missing."""
+    import pickle
+    import shutil
+
+    from skembed import TransformerEmbeddings
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model("bert"), folder)
+    emb = TransformerEmbeddings(str(folder), device="cpu").fit()
+    before = emb.transform(["a short text"]).to_numpy()
+    saved = pickle.dumps(emb)
+    shutil.rmtree(folder)
+    np.testing.assert_array_equal(emb.transform(["a short text"]).to_numpy(), before)
+    skembed.clear_cache()
+    with pytest.raises((OSError, ValueError), match="Could not find transformer model folder"):
+        pickle.loads(saved).transform(["a short text"]).to_numpy()
