@@ -21,6 +21,7 @@ add the cheap ``_combine`` of states into token rows; document-level estimators
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable
 from typing import Any
 
@@ -34,8 +35,17 @@ from ._estimator import TextTransformerMixin
 from ._input import check_documents, document_chunks
 from ._store import pack_tensors, unpack_tensors
 from .cache import MODELS
+from .resolve import FileSignature
 
 _VALIDATE_CHUNK = 4096  # documents validated at a time by fit
+
+
+def _files_removed(model_key) -> bool:
+    """Whether a model key names files (its :class:`~skembed.resolve.FileSignature`) of which
+    one no longer exists."""
+    if isinstance(model_key, FileSignature):
+        return not all(map(os.path.exists, model_key.paths))
+    return isinstance(model_key, tuple) and any(map(_files_removed, model_key))
 
 
 class NetworkEstimator(TextTransformerMixin, BaseEstimator):
@@ -87,9 +97,15 @@ class NetworkEstimator(TextTransformerMixin, BaseEstimator):
             key = (self._model_key(), str(device))
         except (OSError, ValueError):
             # The model files were removed (or moved) since this estimator loaded them: the
-            # model it holds still serves; only one that must load them again fails.
+            # model it holds still serves; only one that must load them again fails (and so
+            # does a model parameter changed since to a name that does not resolve).
             held = self.__dict__.get("_model_for")
-            if held is None or held[1] != str(device) or "_model" not in self.__dict__:
+            if (
+                held is None
+                or held[1] != str(device)
+                or "_model" not in self.__dict__
+                or not _files_removed(held[0])
+            ):
                 raise
             key = held
         if self.__dict__.get("_model_for") != key or "_model" not in self.__dict__:

@@ -225,6 +225,10 @@ def test_a_fitted_estimator_keeps_serving_after_its_files_are_removed(tmp_path, 
     shutil.copytree(tiny_model("bert"), folder)
     emb = TransformerEmbeddings(str(folder), device="cpu").fit()
     before = emb.transform(["a short text"]).to_numpy()
+    renamed = TransformerEmbeddings(str(folder), device="cpu").fit()
+    renamed.set_params(model=str(tmp_path / "elsewhere"))  # its files are there: not served
+    with pytest.raises((OSError, ValueError), match="Could not find transformer model folder"):
+        renamed.transform(["a short text"]).to_numpy()
     saved = pickle.dumps(emb)
     shutil.rmtree(folder)
     np.testing.assert_array_equal(emb.transform(["a short text"]).to_numpy(), before)
