@@ -52,3 +52,26 @@ def output_dtype(estimator, method: str) -> np.dtype:
     if method == "predict":
         return np.asarray(getattr(last, "classes_", np.zeros(0))).dtype
     return np.dtype(np.float32 if isinstance(last, TextTransformerMixin) else np.float64)
+
+
+def output_names(estimator, method: str, unknown: str) -> list[str]:
+    """The names of the columns of ``method``'s output, known without running the model: the
+    final step's classes for ``predict_proba``, else ``get_feature_names_out()``, as strings.
+    ``unknown`` ends the TypeError raised when the feature names cannot be had (why the
+    caller needs them, and what to do instead).
+
+    Examples
+    --------
+    >>> from sklearn.preprocessing import Normalizer
+    >>> output_names(Normalizer().fit([[1.0, 2.0]]), "transform", "")
+    ['x0', 'x1']
+    """
+    if method == "predict_proba":
+        return [str(c) for c in final_step(estimator).classes_]
+    try:
+        names = estimator.get_feature_names_out()
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise TypeError(
+            f"{type(estimator).__name__}.get_feature_names_out() failed ({exc}); {unknown}"
+        ) from exc
+    return [str(n) for n in names]

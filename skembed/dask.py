@@ -29,7 +29,7 @@ import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
 from ._device import PER_WORKER, check_device, set_default_device
-from ._steps import final_step, is_token_level, output_dtype
+from ._steps import is_token_level, output_dtype, output_names
 from .base import check_choice
 from .ragged import RaggedEmbeddings, token_column
 
@@ -58,17 +58,12 @@ def _resolve_dtype(estimator, method: str, dtype) -> np.dtype:
 
 
 def _columns(estimator, method: str) -> list[str]:
-    if method == "predict_proba":
-        return [str(c) for c in final_step(estimator).classes_]
-    try:
-        names = estimator.get_feature_names_out()
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise TypeError(
-            f"{type(estimator).__name__}.get_feature_names_out() failed ({exc}); the output "
-            "columns of a Dask transform must be known before running the model. Make every "
-            "step support get_feature_names_out, or use map_partitions with your own meta."
-        ) from exc
-    return [str(n) for n in names]
+    return output_names(
+        estimator,
+        method,
+        "the output columns of a Dask transform must be known before running the model. Make "
+        "every step support get_feature_names_out, or use map_partitions with your own meta.",
+    )
 
 
 def _wrap(out, index, estimator, method: str, dtype) -> pd.DataFrame | pd.Series:

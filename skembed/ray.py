@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
-from ._steps import final_step, is_token_level, output_dtype
+from ._steps import final_step, is_token_level, output_dtype, output_names
 from .base import check_choice
 
 try:
@@ -80,18 +80,14 @@ def output_columns(estimator, method: str = "transform") -> list[str]:
     check_is_fitted(estimator)
     if method == "predict":
         return [PREDICTION]
-    if method == "predict_proba":
-        return [str(c) for c in final_step(estimator).classes_]
-    _check_document_level(estimator)
-    try:
-        names = estimator.get_feature_names_out()
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise TypeError(
-            f"{type(estimator).__name__}.get_feature_names_out() failed ({exc}); skembed.ray "
-            "names its output columns by the feature names. Make every step support "
-            "get_feature_names_out, or use Dataset.map_batches with your own function."
-        ) from exc
-    return [str(n) for n in names]
+    if method == "transform":
+        _check_document_level(estimator)
+    return output_names(
+        estimator,
+        method,
+        "skembed.ray names its output columns by the feature names. Make every step support "
+        "get_feature_names_out, or use Dataset.map_batches with your own function.",
+    )
 
 
 def _empty_dtype(estimator, method: str) -> np.dtype:
