@@ -344,13 +344,41 @@ def check_cuda_precision(device: torch.device, precision: str) -> None:
         )
 
 
+class _ProcessSetting:
+    """A process-wide setting held while any thread is inside :meth:`held`: the first thread
+    to enter saves the current value (``save()``) and applies the setting (``apply()``), the
+    last to leave puts the saved value back (``restore(saved)``), also after an error. For
+    switches global to the process (torch's TF32 flags, its thread count) changed for the
+    span of skembed's own work."""
+
+    def __init__(self, save, apply, restore):
+        self._save, self._apply, self._restore = save, apply, restore
+        self._lock = threading.Lock()
+        self._depth = 0  # threads inside
+        self._saved = None
+
+    @contextlib.contextmanager
+    def held(self):
+        with self._lock:
+            if self._depth == 0:
+                self._saved = self._save()
+                self._apply()
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._restore(self._saved)
+                    self._saved = None
+
+
 # TF32 switches of torch's CUDA backends (cuBLAS matmuls, cuDNN convolutions and RNNs): on
 # Ampere and newer GPUs, cuDNN uses TF32 (10-bit mantissa) for float32 by default. While any
-# thread runs a forward pass they are off (``_TF32["depth"]`` counts the passes under way) and
-# the values found before the first are put back after the last: the switches are global to the
-# process, not per thread.
-_TF32: dict = {"depth": 0, "saved": None}
-_TF32_LOCK = threading.Lock()
+# thread runs a forward pass they are off and the values found before the first are put back
+# after the last (``_EXACT_FLOAT32``, defined after its functions): the switches are global to
+# the process, not per thread.
 
 
 def _tf32_leaves() -> list:
@@ -393,6 +421,9 @@ def _restore_tf32(saved: dict) -> None:
         leaf.fp32_precision = value
 
 
+_EXACT_FLOAT32 = _ProcessSetting(_save_tf32, _tf32_off, _restore_tf32)
+
+
 @contextlib.contextmanager
 def exact_float32():
     """A context in which float32 on CUDA is IEEE float32: TF32 off for cuBLAS matmuls and
@@ -407,28 +438,18 @@ def exact_float32():
     >>> torch.backends.cudnn.allow_tf32 == before
     True
     """
-    with _TF32_LOCK:
-        if _TF32["depth"] == 0:
-            _TF32["saved"] = _save_tf32()
-            _tf32_off()
-        _TF32["depth"] += 1
-    try:
+    with _EXACT_FLOAT32.held():
         yield
-    finally:
-        with _TF32_LOCK:
-            _TF32["depth"] -= 1
-            if _TF32["depth"] == 0:
-                _restore_tf32(_TF32.pop("saved"))
-                _TF32["saved"] = None
 
 
 # While any thread runs skembed's cheap operations on the CPU (reading word vectors out of
 # stored states, pooling them) torch runs them on one thread: they are small, and split over
 # threads they wait at every operation for a thread the system gave to another process (a
-# classifier's BLAS threads, which spin for a while after each call). Counted like _TF32,
-# since torch's thread count is global to the process.
-_ONE_THREAD: dict = {"depth": 0, "saved": None}
-_ONE_THREAD_LOCK = threading.Lock()
+# classifier's BLAS threads, which spin for a while after each call). Held like TF32's
+# switches, since torch's thread count is global to the process.
+_ONE_THREAD = _ProcessSetting(
+    torch.get_num_threads, lambda: torch.set_num_threads(1), torch.set_num_threads
+)
 
 
 @contextlib.contextmanager
@@ -448,18 +469,8 @@ def cheap_operations(device: torch.device):
     if device.type != "cpu":
         yield
         return
-    with _ONE_THREAD_LOCK:
-        if _ONE_THREAD["depth"] == 0:
-            _ONE_THREAD["saved"] = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _ONE_THREAD["depth"] += 1
-    try:
+    with _ONE_THREAD.held():
         yield
-    finally:
-        with _ONE_THREAD_LOCK:
-            _ONE_THREAD["depth"] -= 1
-            if _ONE_THREAD["depth"] == 0:
-                torch.set_num_threads(_ONE_THREAD["saved"])
 
 
 @contextlib.contextmanager
