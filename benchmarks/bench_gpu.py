@@ -55,7 +55,7 @@ from bench_throughput import raw_batches  # noqa: E402
 
 import skembed  # noqa: E402
 from skembed import TransformerEmbeddings  # noqa: E402
-from skembed._device import autocast  # noqa: E402
+from skembed._precision import autocast  # noqa: E402
 
 
 def random_bert_base(folder: str) -> str:

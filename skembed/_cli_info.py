@@ -85,7 +85,8 @@ def info(args: argparse.Namespace) -> int:
 def _devices() -> list[str]:
     import torch
 
-    from ._device import _cpu_matmul_works, cpu_lstm_works, cpu_name
+    from ._device import cpu_name
+    from ._precision import _cpu_matmul_works, cpu_lstm_works
 
     def yes(ok: bool) -> str:
         return "yes" if ok else "no"

@@ -20,7 +20,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import type_of_target
 from torch import nn
 
-from ._device import recurrent_autocast, resolve_device
+from ._device import resolve_device
+from ._precision import recurrent_autocast
 from .base import BaseTokenEmbedder, store_params
 from .tagging import _label_lists
 

@@ -226,11 +226,11 @@ def test_help_is_plain_and_imports_no_torch():
 
 
 def test_info(capsys, monkeypatch):
-    import skembed._device as device
+    import skembed._precision as precision
 
     # The real precision probes start a Python per precision: stand them in (test_precision
     # covers them).
-    monkeypatch.setattr(device, "_cpu_matmul_works", lambda precision: True)
+    monkeypatch.setattr(precision, "_cpu_matmul_works", lambda precision: True)
     assert run("info") == 0
     out = capsys.readouterr().out
     for text in ("skembed 0.1.0", "torch ", "transformers ", "cpu:", "bfloat16:", "$SKEMBED_HOME"):

@@ -246,7 +246,7 @@ def test_cheap_operations_run_on_one_thread_and_give_the_threads_back(
     operations split over threads wait on each other when another process holds a core);
     the forward passes between them keep every thread, and the count is restored after the
     last concurrent section, also after an error."""
-    from skembed import DocumentPoolEmbeddings, TransformerEmbeddings, _device, transformer
+    from skembed import DocumentPoolEmbeddings, TransformerEmbeddings, _precision, transformer
 
     threads = torch.get_num_threads()
     request.addfinalizer(lambda: torch.set_num_threads(threads))
@@ -273,8 +273,8 @@ def test_cheap_operations_run_on_one_thread_and_give_the_threads_back(
     assert set(seen["combine"]) == {1} and set(seen["forward"]) == {2}
     assert torch.get_num_threads() == 2
     with pytest.raises(RuntimeError, match="boom"):
-        with _device.cheap_operations(torch.device("cpu")):
-            with _device.cheap_operations(torch.device("cpu")):
+        with _precision.cheap_operations(torch.device("cpu")):
+            with _precision.cheap_operations(torch.device("cpu")):
                 assert torch.get_num_threads() == 1
             assert torch.get_num_threads() == 1  # the outer section still runs
             raise RuntimeError("boom")

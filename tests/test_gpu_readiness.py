@@ -296,7 +296,7 @@ def test_tf32_is_off_inside_a_cuda_forward_pass_and_restored_after(user_tf32, mo
 
 
 def test_per_operation_tf32_settings_are_restored_exactly():
-    from skembed._device import exact_float32
+    from skembed._precision import exact_float32
 
     b = torch.backends
     before = tf32_state()
@@ -317,7 +317,7 @@ def test_per_operation_tf32_settings_are_restored_exactly():
 
 
 def test_bfloat16_on_a_gpu_without_it_is_refused(monkeypatch):
-    from skembed import _device
+    from skembed import _device, _precision
 
     def no_bf16(including_emulation=True):
         return including_emulation  # emulated only, as on a T4 or V100
@@ -326,17 +326,17 @@ def test_bfloat16_on_a_gpu_without_it_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
     cuda = torch.device("cuda", 0)
     with pytest.raises(ValueError, match=r"bfloat16.*cuda:0 \(Tesla T4\).*'float16'"):
-        _device.check_cpu_precision(cuda, "bfloat16")
+        _precision.check_cpu_precision(cuda, "bfloat16")
     with pytest.raises(ValueError, match="not supported natively"):
         with _device.forward_context(cuda, "bfloat16"):
             pass
-    _device.check_cuda_precision(cuda, "float16")  # float16 is fine
+    _precision.check_cuda_precision(cuda, "float16")  # float16 is fine
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
-    _device.check_cuda_precision(cuda, "bfloat16")
+    _precision.check_cuda_precision(cuda, "bfloat16")
 
 
 def test_recurrent_layers_leave_autocast_where_it_picks_the_wrong_dtype():
-    from skembed._device import recurrent_autocast, recurrent_in_float32
+    from skembed._precision import recurrent_autocast, recurrent_in_float32
 
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
     assert recurrent_in_float32(cuda, "bfloat16")  # cuDNN's autocast RNN is float16
@@ -350,7 +350,7 @@ def test_recurrent_layers_leave_autocast_where_it_picks_the_wrong_dtype():
 
 
 def test_flair_carries_its_state_across_chunks_in_float32(files, tiny_model, monkeypatch):
-    from skembed._device import cpu_lstm_works
+    from skembed._precision import cpu_lstm_works
     from skembed.flair import CharLM
 
     precision = "bfloat16" if cpu_lstm_works("bfloat16") else "float32"

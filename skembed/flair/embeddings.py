@@ -12,8 +12,8 @@ from os import PathLike
 import numpy as np
 import torch
 
-from .._device import cpu_lstm_works, recurrent_autocast
 from .._host import compact
+from .._precision import cpu_lstm_works, recurrent_autocast
 from ..base import BaseTokenEmbedder, store_params
 from ..resolve import file_signature
 from .ids import is_lowercased, resolve_model_file
