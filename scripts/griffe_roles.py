@@ -17,12 +17,15 @@ from the top-level package (``skembed.<name>``).
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 
 import griffe
+import yaml
 
 ROLE = re.compile(r":(?:py:)?(?:class|func|meth|attr|data|mod|obj|exc):`(~?)([^`]+)`")
 DIRECTIVE = re.compile(r"^:::\s+(\S+)", re.M)
+BLOCK = re.compile(r"^:::\s+(\S+)[ \t]*\n((?:[ \t]+\S.*\n|[ \t]*\n)*)", re.M)  # with its options
 API = Path(__file__).resolve().parent.parent / "docs" / "api"
 
 
@@ -33,6 +36,17 @@ def _documented() -> list[str]:
     )
 
 
+def _listed() -> dict[str, set[str]]:
+    """The members each ``::: identifier`` names in its ``members`` option: the page renders
+    them, imported ones (a module's re-exports, e.g. ``skembed.dask.output_meta``) too."""
+    listed: dict[str, set[str]] = {}
+    for page in API.glob("*.md"):
+        for m in BLOCK.finditer(page.read_text()):
+            options = (yaml.safe_load(textwrap.dedent(m.group(2))) or {}).get("options") or {}
+            listed.setdefault(m.group(1), set()).update(options.get("members") or ())
+    return listed
+
+
 class SphinxRoles(griffe.Extension):
     def on_package(self, *, pkg, loader, **kwargs) -> None:
         if pkg.name != "skembed":
@@ -40,6 +54,7 @@ class SphinxRoles(griffe.Extension):
         self.pkg = pkg
         self.roots: dict[str, object] = {}  # public identifier -> griffe object
         self.public: dict[str, str] = {}  # canonical path -> public identifier
+        self.listed = _listed()  # public identifier -> the members its page names
         for ident in _documented():
             try:
                 obj = pkg.get_member(ident.split(".", 1)[1]) if "." in ident else pkg
@@ -93,16 +108,16 @@ class SphinxRoles(griffe.Extension):
         root = self._root(ident)
         if root is None:
             return False
-        obj = self.roots[root]
+        obj, path = self.roots[root], root
         for part in ident[len(root) :].split(".")[1:]:
             if part.startswith("_"):
                 return False  # filtered out of the pages
             members = obj.all_members if obj.is_class else obj.members
             if part not in members:
                 return False
-            if obj.is_module and members[part].is_alias:
-                return False  # an import: not rendered on the module's page
-            obj = members[part]
+            if obj.is_module and members[part].is_alias and part not in self.listed.get(path, ()):
+                return False  # an import the page does not name: not rendered there
+            obj, path = members[part], f"{path}.{part}"
             try:
                 obj = obj.final_target if obj.is_alias else obj
             except Exception:
