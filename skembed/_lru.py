@@ -1,6 +1,6 @@
 """A mapping bounded by the bytes of its entries, least recently used out: the one eviction
 rule of the word cache (:class:`skembed._hf.words.WordCache`) and the state cache
-(:class:`skembed.cache.StateCache`)."""
+(:class:`skembed._caches.StateCache`)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,8 @@ from skembed import (
     TransformerDocumentEmbeddings,
     TransformerEmbeddings,
 )
-from skembed.cache import STATES, StateCache, doc_key
+from skembed._caches import StateCache, doc_key
+from skembed.cache import STATES
 from skembed.transformer import POOLING_OPERATIONS
 
 LONG = " ".join(["the quick brown fox jumps over the lazy dog"] * 12)  # several windows

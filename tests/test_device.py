@@ -14,8 +14,8 @@ from sklearn.base import clone
 
 import skembed._device as _device
 from skembed import TransformerEmbeddings
+from skembed._caches import ModelCache
 from skembed._device import device_for_rank, resolve_device, set_default_device
-from skembed.cache import ModelCache
 
 
 @pytest.fixture(autouse=True)

@@ -187,7 +187,7 @@ def test_cached_and_uncached_results_are_identical(minilm_path):
 def test_state_cache_budget_evicts():
     import torch
 
-    from skembed.cache import StateCache
+    from skembed._caches import StateCache
 
     cache = StateCache(max_bytes=1000)
     for i in range(10):

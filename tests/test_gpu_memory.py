@@ -10,8 +10,9 @@ import torch
 from tiny_embedders import build_files, make
 
 from skembed import _batching, cache
+from skembed._caches import ModelCache, StateCache
 from skembed._hf.doc_state import DocState
-from skembed.cache import ModelCache, StateCache, free_device_memory
+from skembed.cache import free_device_memory
 
 DOC = b"d" * 16  # a document digest, as in real keys
 
