@@ -10,7 +10,8 @@ A family implements a few hooks and nothing else:
   the rows it may run at once (smaller after the device ran out of memory);
 * ``_n_features(model)``, and ``_check_params(model)`` for parameters that need the model;
 * optionally ``_forward_key()`` (parameters that change the states), ``_doc_cost(doc)``
-  (length-sorted batching) and, to share states with other processes, ``_shares_states`` with
+  (length-sorted batching; or ``_doc_costs(model, docs)`` for all of a call's documents
+  that go through the network at once) and, to share states with other processes, ``_shares_states`` with
   ``_pack_states``/``_unpack_states`` (one tensor per document by default).
 
 :class:`NetworkEstimator` does the rest: parameters, input validation, model loading, device
@@ -21,6 +22,7 @@ add the cheap ``_combine`` of states into token rows; document-level estimators
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Hashable
 from typing import Any
@@ -38,6 +40,12 @@ from .cache import MODELS
 from .resolve import FileSignature
 
 _VALIDATE_CHUNK = 4096  # documents validated at a time by fit
+
+
+@functools.lru_cache(maxsize=64)
+def _feature_names(prefix: str, n: int) -> tuple[str, ...]:
+    # Every transform names its columns (a grid search makes hundreds of calls): made once.
+    return tuple(f"{prefix}_{j}" for j in range(n))
 
 
 def _files_removed(model_key) -> bool:
@@ -88,6 +96,10 @@ class NetworkEstimator(TextTransformerMixin, BaseEstimator):
     def _doc_cost(self, doc: list[str]) -> int:
         """Sort key for length-sorted batching (longest documents first)."""
         return sum(len(t) for t in doc) + len(doc)
+
+    def _doc_costs(self, model, docs: list[list[str]]) -> list[int]:
+        """The sort keys of the documents a call may run through ``model``, at once."""
+        return list(map(self._doc_cost, docs))
 
     # -- model -----------------------------------------------------------------
     def _get_model(self):
@@ -165,9 +177,7 @@ class NetworkEstimator(TextTransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Names of the output features: ``f"{prefix}_{j}"``."""
         check_is_fitted(self, "n_features_out_")
-        return np.asarray(
-            [f"{self._feature_prefix}_{j}" for j in range(self.n_features_out_)], dtype=object
-        )
+        return np.array(_feature_names(self._feature_prefix, self.n_features_out_), dtype=object)
 
     def __copy__(self):
         # A copy shares the loaded model and device (copy's default goes through pickling's

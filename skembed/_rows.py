@@ -14,7 +14,6 @@ import torch
 
 from ._batching import Progress
 from ._device import cheap_operations
-from ._host import to_host
 from ._store import state_batches, state_keys, to_embed
 from .cache import STATES, doc_key
 
@@ -78,14 +77,15 @@ class RowTable:
 def pooled_rows(
     docs: list[list[str]],
     keys: list[tuple],
-    pool_blocks: Callable[[list[list[str]], list[int], Progress], torch.Tensor],
+    pool_blocks: Callable[[list[list[str]], list[int], Progress], np.ndarray],
     progress: Progress,
 ) -> torch.Tensor:
     """The pooled rows of ``docs``: one block of columns per key of ``keys`` (one layer and
     setting, say), each read from its row table in the state store. The documents missing
     from some tables are pooled by ``pool_blocks(those documents, the positions of the
-    blocks they lack, progress)``, which returns their rows of those blocks side by side (it
-    runs the network only for documents without states), and added to the tables.
+    blocks they lack, progress)``, which returns their rows of those blocks side by side as a
+    host array (it runs the network only for documents without states), and added to the
+    tables.
 
     The rows are on the host (where results usually go: one copy per call). ``progress``
     (the call's :class:`skembed._batching.Progress`) counts the documents found in the tables
@@ -98,7 +98,7 @@ def pooled_rows(
     missing = sorted({i for j in need for i, k in enumerate(found[j]) if k is None})
     progress.update(len(docs) - len(missing))
     if need:
-        fresh = to_host(pool_blocks([docs[i] for i in missing], need, progress)).numpy()
+        fresh = pool_blocks([docs[i] for i in missing], need, progress)
         width = fresh.shape[1] // len(need)
         for k, j in enumerate(need):
             table = tables[j] if tables[j] is not None else RowTable(width, fresh.dtype)

@@ -62,7 +62,9 @@ def state_batches(
     the caller counted the lookups in the cache statistics already; ``skip_empty``: see
     :func:`to_embed`.
     """
-    batches = length_sorted(subset, lambda i: embedder._doc_cost(docs[i]), embedder.batch_size)
+    subset = list(subset)
+    cost = dict(zip(subset, embedder._doc_costs(model, [docs[i] for i in subset])))
+    batches = length_sorted(subset, cost.__getitem__, embedder.batch_size)
     n_subset = sum(map(len, batches))
     with call_progress(progress, embedder, n_subset) as progress:
         work = CallStates(embedder, model, docs, max(n_subset, n_docs or 0))

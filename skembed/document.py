@@ -319,7 +319,7 @@ class TransformerDocumentEmbeddings(_DocumentOutput, _HFNetwork, NetworkEstimato
         with new_progress(self, len(docs)) as progress:
             # Empty documents too: their row is the model's output on the special tokens.
             batches = state_batches(self, model, docs, range(len(docs)), progress, skip_empty=False)
-            for _, index, states in in_call(model, docs, batches):
+            for _, index, states in in_call(model, batches):
                 with torch.inference_mode():
                     pooled[torch.as_tensor(index, device=pooled.device)] = self._pool_states(
                         model, states

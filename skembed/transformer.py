@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
@@ -12,7 +13,8 @@ from ._hf.doc_state import pack_states, unpack_states
 from ._hf.forward import forward_documents
 from ._hf.load import load_hf
 from ._hf.resolve import resolve_model
-from ._hf.words import in_call, word_ids
+from ._hf.words import in_call, prime_words, word_ids
+from ._host import to_host
 from ._layers import mix_weights, parse_layers
 from ._rows import iter_pooled_states, pooled_rows
 from ._subtokens import WordReader
@@ -51,12 +53,15 @@ class _HFNetwork:
     def _unpack_states(self, tensors):
         return unpack_states(tensors, self._device)
 
-    def _doc_cost(self, doc):
+    def _doc_costs(self, model, docs):
         # Batches sorted by sub-tokens, the length the model sees, waste less on padding than
-        # batches sorted by characters (the words are tokenized already: see in_call).
-        hf = self.__dict__.get("_model")
-        if hf is None:
-            return super()._doc_cost(doc)
+        # batches sorted by characters. The documents' new words are tokenized first, in a
+        # few large calls; only documents that may run through the network get here.
+        prime_words(model, docs)
+        return [self._n_subtokens(model, doc) for doc in docs]
+
+    @staticmethod
+    def _n_subtokens(hf, doc) -> int:
         try:
             return hf.word_ids.n_subtokens(doc)
         except KeyError:  # dropped from the bounded word cache since
@@ -141,7 +146,7 @@ class TransformerEmbeddings(_HFNetwork, BaseTokenEmbedder):
     def iter_batches(self, docs, n_docs=None, progress=None):
         check_is_fitted(self, "n_features_out_")
         batches = super().iter_batches(docs, n_docs=n_docs, progress=progress)
-        return in_call(self._get_model(), docs, batches)
+        return in_call(self._get_model(), batches)
 
     def _check_params(self, model):
         check_choice("pooling_operation", self.pooling_operation, POOLING_OPERATIONS)
@@ -203,11 +208,13 @@ class TransformerEmbeddings(_HFNetwork, BaseTokenEmbedder):
         blocks = self._column_blocks(model)
         prefix = self._state_prefix() + ("pooled", pooling)
 
-        def pool_blocks(part: list[list[str]], chosen: list[int], progress) -> torch.Tensor:
+        def pool_blocks(part: list[list[str]], chosen: list[int], progress) -> np.ndarray:
+            # Put together on the host with numpy (one thread): torch's threads would wait
+            # at each small operation for a core another process holds.
             layers = tuple(layer for j in chosen for layer in blocks[j][0])
-            rows = torch.zeros((len(part), self._n_features(model, layers)), device=self._device)
-            for index, pooled in self._iter_pooled(part, pooling, layers, n_docs, progress):
-                rows[torch.as_tensor(index, device=rows.device)] = pooled
+            rows = np.zeros((len(part), self._n_features(model, layers)), dtype=np.float32)
+            for index, pooled in self._iter_pooled(model, part, pooling, layers, n_docs, progress):
+                rows[index] = to_host(pooled).numpy()
             return rows
 
         with call_progress(progress, self, len(docs)) as progress:
@@ -218,10 +225,9 @@ class TransformerEmbeddings(_HFNetwork, BaseTokenEmbedder):
         """Yield ``(document indices, rows)``: each document's word vectors pooled into one
         row; documents whose states are cached are read a whole forward pass at a time."""
         check_is_fitted(self, "n_features_out_")
-        return self._iter_pooled(docs, pooling, None, n_docs, progress)
+        return self._iter_pooled(self._get_model(), docs, pooling, None, n_docs, progress)
 
-    def _iter_pooled(self, docs, pooling, layers, n_docs, progress):
-        model = self._get_model()
+    def _iter_pooled(self, model, docs, pooling, layers, n_docs, progress):
         width = self._n_features(model, layers)
 
         def pool_states(states):
@@ -233,7 +239,7 @@ class TransformerEmbeddings(_HFNetwork, BaseTokenEmbedder):
                     self, model, docs, width, pool_states, self._state_group, n_docs, progress
                 )
 
-        return in_call(model, docs, pooled(progress))
+        return in_call(model, pooled(progress))
 
     def transform(self, X) -> RaggedEmbeddings:
         """Embed every token of every document.

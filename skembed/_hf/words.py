@@ -94,12 +94,10 @@ def clear_word_caches() -> None:
         word_cache.clear()
 
 
-def in_call(hf: HFModel, docs: list[list[str]], batches: Iterator) -> Iterator:
-    """Yield from ``batches`` (one call's work on ``docs``), the words of ``docs`` tokenized
-    first; with caching off (:func:`skembed.set_cache`), the call's words are forgotten when
-    it ends."""
+def in_call(hf: HFModel, batches: Iterator) -> Iterator:
+    """Yield from ``batches`` (one call's work); with caching off
+    (:func:`skembed.set_cache`), the words the call tokenized are forgotten when it ends."""
     try:
-        prime_words(hf, docs)
         yield from batches
     finally:
         if not _cache.STATES.enabled:
