@@ -314,6 +314,25 @@ def document_chunks(X, size: int) -> Iterator[DocumentChunk]:
         yield DocumentChunk(docs[start : start + size], part, start, len(docs))
 
 
+def validate_documents(X, tokenizer=None, size: int = 4096) -> None:
+    """Raise what :func:`check_documents` would raise for ``X``, keeping no token lists: a
+    chunk of ``size`` documents at a time (see :func:`document_chunks`). Strings that the
+    default tokenizer splits cannot fail, and are not split.
+
+    Examples
+    --------
+    >>> validate_documents(["a b", ["c"]])
+    >>> validate_documents(["a", ["b", 1]])
+    Traceback (most recent call last):
+    ...
+    TypeError: Document 1: token 1 is 1 of type int; tokens must be strings.
+    """
+    plain = resolve_tokenizer(tokenizer) is whitespace_tokenizer
+    for chunk in document_chunks(X, size):
+        if not (plain and all(map(str.__instancecheck__, chunk.docs))):
+            check_documents(chunk, tokenizer)
+
+
 def _where(i: int, labels: list | None, start: int = 0) -> str:
     """How errors name document ``i`` of a chunk that starts at ``start`` of the input: its
     position in the input, and its pandas label when that differs."""

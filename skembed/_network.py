@@ -34,7 +34,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._device import check_cpu_precision, resolve_device
 from ._estimator import TextTransformerMixin
-from ._input import check_documents, document_chunks
+from ._input import check_documents, validate_documents
 from ._store import pack_tensors, unpack_tensors
 from .cache import MODELS
 from .resolve import FileSignature
@@ -157,9 +157,8 @@ class NetworkEstimator(TextTransformerMixin, BaseEstimator):
         self
         """
         self._check_common_params()
-        if X is not None:  # validated a chunk at a time: the token lists are not kept
-            for chunk in document_chunks(X, _VALIDATE_CHUNK):
-                self._documents(chunk)
+        if X is not None:  # the token lists are not kept
+            validate_documents(X, getattr(self, "tokenizer", None), _VALIDATE_CHUNK)
         self.__dict__.pop("_device", None)
         self.__dict__.pop("n_features_out_", None)
         model = self._get_model()
