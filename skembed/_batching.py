@@ -6,6 +6,7 @@ remembered for later calls on the same model and device), and the one progress b
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import re
 import threading
@@ -282,8 +283,18 @@ def takes_progress(method) -> bool:
 
 def takes_argument(method, name: str) -> bool:
     """Whether ``method`` accepts the keyword argument ``name`` (or any keyword)."""
+    function = getattr(method, "__func__", method)  # a method's answer is its function's
     try:
-        params = inspect.signature(method).parameters.values()
+        return _accepts(function, name)
+    except TypeError:  # an unhashable callable: asked afresh
+        return _accepts.__wrapped__(function, name)
+
+
+@functools.lru_cache(maxsize=256)
+def _accepts(function, name: str) -> bool:
+    # Asked on every call of a pooler (a grid search makes hundreds): a signature costs more.
+    try:
+        params = inspect.signature(function).parameters.values()
     except (TypeError, ValueError):
         return False
     return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)
