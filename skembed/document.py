@@ -10,6 +10,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._batching import Progress, new_progress, takes_argument, takes_progress
 from ._estimator import TextTransformerMixin, check_choice, store_params
+from ._hf.network import HFNetwork
 from ._hf.words import in_call
 from ._host import to_host
 from ._input import document_chunks
@@ -18,7 +19,6 @@ from ._network import NetworkEstimator
 from ._pooling import pool, pool_tensors
 from ._store import state_batches
 from .ragged import RaggedEmbeddings
-from .transformer import _HFNetwork
 
 POOLINGS = ("mean", "max", "min")
 _CHUNK_BATCHES = 64  # documents validated and pooled at a time: 64 batches' worth
@@ -222,7 +222,7 @@ class DocumentPoolEmbeddings(_DocumentOutput, TextTransformerMixin, BaseEstimato
         return np.asarray([f"{self.pooling}_{n}" for n in names], dtype=object)
 
 
-class TransformerDocumentEmbeddings(_DocumentOutput, _HFNetwork, NetworkEstimator):
+class TransformerDocumentEmbeddings(_DocumentOutput, HFNetwork, NetworkEstimator):
     """Document embeddings pooled directly from a transformer's sub-token states.
 
     With ``pooling="mean", normalize=True`` and the packaged MiniLM this gives the vectors of

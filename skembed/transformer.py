@@ -9,11 +9,8 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from ._batching import call_progress
-from ._hf.doc_state import pack_states, unpack_states
-from ._hf.forward import forward_documents
-from ._hf.load import load_hf
-from ._hf.resolve import resolve_model
-from ._hf.words import in_call, prime_words, word_ids
+from ._hf.network import HFNetwork
+from ._hf.words import in_call
 from ._host import to_host
 from ._layers import mix_weights, parse_layers
 from ._rows import iter_pooled_states, pooled_rows
@@ -21,54 +18,11 @@ from ._subtokens import WordReader
 from .base import BaseTokenEmbedder, check_choice, store_params
 from .cache import STATES
 from .ragged import RaggedEmbeddings, labelled
-from .resolve import file_signature
 
 POOLING_OPERATIONS = ("first", "last", "first_last", "mean")
 
 
-class _HFNetwork:
-    """Model loading and the forward pass of a Hugging Face model, shared by the token-level
-    (:class:`TransformerEmbeddings`) and document-level
-    (:class:`~skembed.TransformerDocumentEmbeddings`) estimators."""
-
-    _shares_states = True
-
-    def _model_name(self):
-        return self.model
-
-    def _model_key(self):
-        path = resolve_model(self._model_name())
-        return ("hf", path, file_signature(path))  # files rewritten in place: a new model
-
-    def _load_model(self, device):
-        return load_hf(self._model_key()[1], device)
-
-    def _forward(self, model, docs, batch_size):
-        # Windows per forward pass: batch_size, or less while retrying after out-of-memory.
-        return forward_documents(model, docs, batch_size)
-
-    def _pack_states(self, states):
-        return pack_states(states)
-
-    def _unpack_states(self, tensors):
-        return unpack_states(tensors, self._device)
-
-    def _doc_costs(self, model, docs):
-        # Batches sorted by sub-tokens, the length the model sees, waste less on padding than
-        # batches sorted by characters. The documents' new words are tokenized first, in a
-        # few large calls; only documents that may run through the network get here.
-        prime_words(model, docs)
-        return [self._n_subtokens(model, doc) for doc in docs]
-
-    @staticmethod
-    def _n_subtokens(hf, doc) -> int:
-        try:
-            return hf.word_ids.n_subtokens(doc)
-        except KeyError:  # dropped from the bounded word cache since
-            return sum(map(len, word_ids(hf, doc)))
-
-
-class TransformerEmbeddings(_HFNetwork, BaseTokenEmbedder):
+class TransformerEmbeddings(HFNetwork, BaseTokenEmbedder):
     """Contextual token embeddings from a Hugging Face transformer.
 
     Every word gets one vector, built from its sub-tokens' hidden states. The network runs once

@@ -247,6 +247,7 @@ def test_cheap_operations_run_on_one_thread_and_give_the_threads_back(
     the forward passes between them keep every thread, and the count is restored after the
     last concurrent section, also after an error."""
     from skembed import DocumentPoolEmbeddings, TransformerEmbeddings, _precision, transformer
+    from skembed._hf.network import HFNetwork
 
     threads = torch.get_num_threads()
     request.addfinalizer(lambda: torch.set_num_threads(threads))
@@ -254,7 +255,7 @@ def test_cheap_operations_run_on_one_thread_and_give_the_threads_back(
     seen = {"combine": [], "forward": []}
     combine, forward = (
         transformer.TransformerEmbeddings._combine_pooled,
-        transformer._HFNetwork._forward,
+        HFNetwork._forward,
     )
 
     def spy_combine(self, *args, **kwargs):
@@ -266,7 +267,7 @@ def test_cheap_operations_run_on_one_thread_and_give_the_threads_back(
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(transformer.TransformerEmbeddings, "_combine_pooled", spy_combine)
-    monkeypatch.setattr(transformer._HFNetwork, "_forward", spy_forward)
+    monkeypatch.setattr(HFNetwork, "_forward", spy_forward)
     texts = [f"document number {i} " * (1 + i % 5) for i in range(12)]
     pooled = DocumentPoolEmbeddings(TransformerEmbeddings(tiny_model("bert"), batch_size=3))
     pooled.fit().transform(texts)
