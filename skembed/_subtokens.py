@@ -69,7 +69,7 @@ def read_group(states, layers, mix, op: str) -> tuple[torch.Tensor, list[int]]:
     else:
         spans = torch.cat([s.pass_spans for s in states])
     n_layers, n_pos, hidden = base.shape
-    counts = [len(s.spans) for s in states]
+    counts = [s.spans.shape[0] for s in states]  # not len(): a Python call per tensor
     n_sub = sum(s.sub.shape[1] for s in states)
     flat = base.reshape(n_layers * n_pos, hidden)  # row l * n_pos + p: layer l, position p
     if not any(s.n_empty for s in states):
