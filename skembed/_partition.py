@@ -15,11 +15,9 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
-from ._steps import is_token_level, output_dtype, output_names
+from ._steps import METHODS, is_token_level, output_dtype, output_names
 from .base import check_choice
 from .ragged import RaggedEmbeddings, token_column
-
-METHODS = ("transform", "predict", "predict_proba")
 
 
 def _resolve_dtype(estimator, method: str, dtype) -> np.dtype:

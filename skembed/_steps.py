@@ -9,6 +9,8 @@ from sklearn.pipeline import Pipeline
 
 from ._estimator import TextTransformerMixin
 
+METHODS = ("transform", "predict", "predict_proba")  # the methods the front ends run
+
 
 def final_step(estimator):
     """The step whose output the caller receives (the last non-passthrough step of a Pipeline).

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
-from ._steps import final_step, is_token_level, output_dtype, output_names
+from ._steps import METHODS, final_step, is_token_level, output_dtype, output_names
 from .base import check_choice
 
 try:
@@ -37,7 +37,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "skembed.ray needs Ray Data: pip install 'skembed[ray]' (or pip install 'ray[data]')."
     ) from exc
 
-METHODS = ("transform", "predict", "predict_proba")
 PREDICTION = "prediction"  # the output column of predict
 # How many of a row's other columns an input error quotes to say which row it was.
 QUOTED_COLUMNS = 3
