@@ -56,9 +56,17 @@ def sync(device=None) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], object], device=None) -> tuple[float, object]:
+# NumPy's OpenBLAS threads spin for about 0.1 s after its last call (a classifier's fit)
+# before they sleep: a run timed right after one would share the cores with them.
+SETTLE_SECONDS = 0.3
+
+
+def timed(fn: Callable[[], object], device=None, settle: bool = False) -> tuple[float, object]:
     """Wall seconds of ``fn()`` (the GPU work it queued on ``device`` finished, see
-    :func:`sync`) and its result."""
+    :func:`sync`) and its result; with ``settle``, started after :data:`SETTLE_SECONDS` of
+    rest, so that it does not pay for the idle threads of what ran before it."""
+    if settle:
+        time.sleep(SETTLE_SECONDS)
     sync(device)
     start = time.perf_counter()
     out = fn()

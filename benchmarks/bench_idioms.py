@@ -13,7 +13,8 @@ each with ``LogisticRegression`` and with a closed-form ridge. The overhead of a
 candidate's settings over all documents, from an empty state cache, the model loaded before
 the clock starts): what the embeddings cost beyond running the network once. Wall seconds
 are the best of ``--repeats`` interleaved runs (the median of each run's ratio against the one
-pass of its own round is printed beside); CPU seconds of the process too.
+pass of its own round is printed beside), each started on cores at rest (the idle BLAS
+threads of the search before have stopped spinning); CPU seconds of the process too.
 
     python benchmarks/bench_idioms.py [--docs 300] [--repeats 3]
 """
@@ -101,12 +102,12 @@ def main() -> None:
     ratios: dict[tuple[str, str], list[float]] = {}  # each run's, against its own one pass
     for _ in range(args.repeats):  # interleaved, best of each: the machine's load drifts
         cpu = time.process_time()
-        one = timed(one_pass)[0]
+        one = timed(one_pass, settle=True)[0]
         t_one, c_one = min(t_one, one), min(c_one, time.process_time() - cpu)
         for idiom in IDIOMS:
             for classifier in CLASSIFIERS:
                 cpu = time.process_time()
-                seconds, _ = timed(lambda i=idiom, c=classifier: search(i, c))
+                seconds, _ = timed(lambda i=idiom, c=classifier: search(i, c), settle=True)
                 cpu = time.process_time() - cpu
                 spent = SPENT["classifier"]
                 computed = skembed.cache_info()["documents_computed"]
