@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from tolerances import CONTRACT_ATOL
 
 import skembed
 from skembed import DocumentPoolEmbeddings, TransformerDocumentEmbeddings, TransformerEmbeddings
@@ -107,3 +108,27 @@ def test_clear_cache_empties_it(minilm):
     minilm.transform(DOCS).to_numpy()
     skembed.clear_cache()
     assert len(cache) == 0
+
+
+def test_only_documents_that_run_through_the_network_are_tokenized(minilm_path):
+    """Documents whose states are stored are pooled without tokenizing their words again (a
+    grid search pools every document for each candidate); new documents are, and the rows
+    are those of a call that tokenized everything."""
+
+    def pooler(layers):
+        embedder = TransformerEmbeddings(minilm_path, layers=layers, device="cpu")
+        return DocumentPoolEmbeddings(embedder, pooling="max").fit()
+
+    texts = DOCS[:2] + ["a new document arrives"]
+    first = pooler("-1")
+    expected = first.transform(texts)
+    cache = first.embeddings_._get_model().word_ids  # the model and its word cache are shared
+    skembed.clear_cache(models=False)
+    pooler("-1").transform(DOCS[:2])  # their states stored, their words tokenized
+    cache.clear()
+    pooler("-2").transform(DOCS[:2])  # a new setting: pooled again, from the stored states
+    assert len(cache) == 0
+    got = pooler("-1").transform(texts)
+    assert set(cache._lru.keys()) == {"a", "new", "document", "arrives"}
+    # The new document ran in another batch: the contract's 1e-5 across batches.
+    np.testing.assert_allclose(got, expected, rtol=0, atol=CONTRACT_ATOL)
