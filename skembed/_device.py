@@ -20,12 +20,7 @@ import warnings
 
 import torch
 
-# cheap_operations, check_cpu_precision and check_precision are re-exported (``as``): base.py,
-# _rows.py, _network.py and _estimator.py import them from here.
 from ._precision import autocast, check_cuda_precision, exact_float32
-from ._precision import cheap_operations as cheap_operations
-from ._precision import check_cpu_precision as check_cpu_precision
-from ._precision import check_precision as check_precision
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 

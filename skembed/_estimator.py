@@ -12,8 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.base import TransformerMixin
 
-from ._device import check_device, check_precision
+from ._device import check_device
 from ._input import read_once, resolve_tokenizer
+from ._precision import check_precision
 from ._shared import SHARED
 
 

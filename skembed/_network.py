@@ -32,9 +32,10 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from ._device import check_cpu_precision, resolve_device
+from ._device import resolve_device
 from ._estimator import TextTransformerMixin
 from ._input import check_documents, validate_documents
+from ._precision import check_cpu_precision
 from ._store import pack_tensors, unpack_tensors
 from .cache import MODELS
 from .resolve import FileSignature

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 
 from ._batching import Progress
-from ._device import cheap_operations
+from ._caches import doc_key
+from ._precision import cheap_operations
 from ._store import state_batches, state_keys, to_embed
-from .cache import STATES, doc_key
+from .cache import STATES
 
 
 class RowTable:

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from ._batching import BatchSize, Progress, call_progress, forward_in_batches, length_sorted
+from ._caches import _nbytes, doc_key
 from ._shared import SHARED, patience, wait
-from .cache import STATES, _nbytes, admits, doc_key
+from .cache import STATES, admits
 
 
 def state_keys(embedder, docs: list[list[str]], index) -> list:

@@ -23,11 +23,11 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from ._batching import Progress, call_progress, takes_progress
-from ._device import cheap_operations
 from ._estimator import TextTransformerMixin, check_choice, store_params
 from ._host import to_host
 from ._network import NetworkEstimator
 from ._pooling import pool_tensors
+from ._precision import cheap_operations
 from ._store import state_batches
 from .ragged import RaggedEmbeddings, labelled
 

@@ -22,10 +22,7 @@ import numbers
 
 import torch
 
-# _nbytes and doc_key are re-exported (``as``): _store.py and _rows.py import them from here.
 from ._caches import ModelCache, StateCache
-from ._caches import _nbytes as _nbytes
-from ._caches import doc_key as doc_key
 from ._shared import SHARED
 
 _UNSET = object()  # set_cache(directory=None) means "no directory": unset is another value
