@@ -168,7 +168,7 @@ class TransformerEmbeddings(HFNetwork, BaseTokenEmbedder):
             layers = tuple(layer for j in chosen for layer in blocks[j][0])
             rows = np.zeros((len(part), self._n_features(model, layers)), dtype=np.float32)
             for index, pooled in self._iter_pooled(model, part, pooling, layers, n_docs, progress):
-                rows[index] = to_host(pooled).numpy()
+                rows[index] = to_host(pooled).float().numpy()  # float32 whatever the precision
             return rows
 
         with call_progress(progress, self, len(docs)) as progress:
