@@ -51,6 +51,28 @@ def _same_choice(value, choice) -> bool:
         return False
 
 
+CONTAINERS = ("default", "pandas", "polars")  # the output containers of set_output
+
+
+def check_container(transform) -> None:
+    """Raise the error of ``set_output(transform=...)`` for a container that is not one of
+    :data:`CONTAINERS` (None leaves the output as it is)."""
+    if transform is not None and transform not in CONTAINERS:
+        raise ValueError(f"transform={transform!r} is not a valid output container.")
+
+
+class RaggedOutput:
+    """``set_output`` of token-level estimators, whose output is always RaggedEmbeddings."""
+
+    def set_output(self, *, transform=None):
+        """Accepted for Pipeline compatibility; token-level output is always RaggedEmbeddings.
+
+        Use :meth:`RaggedEmbeddings.to_frame` for a pandas view of token vectors.
+        """
+        check_container(transform)
+        return self
+
+
 class TextTransformerMixin(TransformerMixin):
     """Tags, ``set_output`` and pickling shared by every skembed estimator."""
 

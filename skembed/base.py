@@ -23,7 +23,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from ._batching import Progress, call_progress, takes_progress
-from ._estimator import TextTransformerMixin, check_choice, store_params
+from ._estimator import RaggedOutput, TextTransformerMixin, check_choice, store_params
 from ._host import to_host
 from ._network import NetworkEstimator
 from ._pooling import pool_tensors
@@ -35,7 +35,7 @@ from .ragged import RaggedEmbeddings, labelled
 __all__ = ["BaseTokenEmbedder", "TextTransformerMixin", "check_choice", "store_params"]
 
 
-class BaseTokenEmbedder(NetworkEstimator, auto_wrap_output_keys=None):
+class BaseTokenEmbedder(RaggedOutput, NetworkEstimator, auto_wrap_output_keys=None):
     """Base class of token embedders: ``transform`` returns :class:`RaggedEmbeddings`.
 
     A family implements the hooks of :class:`skembed._network.NetworkEstimator` and
@@ -61,15 +61,6 @@ class BaseTokenEmbedder(NetworkEstimator, auto_wrap_output_keys=None):
         """
         check_is_fitted(self, "n_features_out_")
         return labelled(self.embed_documents(self._documents(X)), X)
-
-    def set_output(self, *, transform=None):
-        """Accepted for Pipeline compatibility; token-level output is always RaggedEmbeddings.
-
-        Use :meth:`RaggedEmbeddings.to_frame` for a pandas view of token vectors.
-        """
-        if transform not in (None, "default", "pandas", "polars"):
-            raise ValueError(f"transform={transform!r} is not a valid output container.")
-        return self
 
     # -- the batched core --------------------------------------------------------
     # The protocol of token embedders (what DocumentPoolEmbeddings and StackedEmbeddings use).

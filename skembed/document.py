@@ -9,7 +9,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
 from ._batching import Progress, new_progress, takes_argument, takes_progress
-from ._estimator import TextTransformerMixin, check_choice, store_params
+from ._estimator import TextTransformerMixin, check_choice, check_container, store_params
 from ._hf.network import HFNetwork
 from ._hf.words import in_call
 from ._host import to_host
@@ -30,10 +30,9 @@ class _DocumentOutput:
 
     def set_output(self, *, transform=None):
         """Set the output container: ``"default"`` (numpy), ``"pandas"`` or ``"polars"``."""
+        check_container(transform)
         if transform is None:
             return self
-        if transform not in ("default", "pandas", "polars"):
-            raise ValueError(f"transform={transform!r} is not a valid output container.")
         self._sklearn_output_config = {"transform": transform}
         return self
 

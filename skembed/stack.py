@@ -12,7 +12,7 @@ from sklearn.utils.metaestimators import _BaseComposition
 from sklearn.utils.validation import check_is_fitted
 
 from ._batching import Progress, call_progress, shows_progress, takes_argument, takes_progress
-from ._estimator import TextTransformerMixin
+from ._estimator import RaggedOutput, TextTransformerMixin
 from ._input import check_documents, resolve_tokenizer
 from .ragged import RaggedEmbeddings, labelled
 
@@ -23,7 +23,9 @@ def _is_pair(item) -> bool:
     return isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
 
 
-class StackedEmbeddings(TextTransformerMixin, _BaseComposition, auto_wrap_output_keys=None):
+class StackedEmbeddings(
+    RaggedOutput, TextTransformerMixin, _BaseComposition, auto_wrap_output_keys=None
+):
     """Concatenate the token vectors of several embedders, as ``FeatureUnion`` does for features.
 
     Parameters
@@ -273,12 +275,6 @@ class StackedEmbeddings(TextTransformerMixin, _BaseComposition, auto_wrap_output
             for feature in member.get_feature_names_out()
         ]
         return np.asarray(names, dtype=object)
-
-    def set_output(self, *, transform=None):
-        """Accepted for Pipeline compatibility; token-level output is always RaggedEmbeddings."""
-        if transform not in (None, "default", "pandas", "polars"):
-            raise ValueError(f"transform={transform!r} is not a valid output container.")
-        return self
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "n_features_out_")

@@ -247,6 +247,26 @@ def test_set_output_pandas_and_column_transformer(minilm_path):
     assert isinstance(pipe.set_output(transform="pandas").fit_transform(TEXTS), pd.DataFrame)
 
 
+def test_set_output_containers_of_every_kind(minilm_path):
+    """One set_output per kind of output: token-level estimators accept every container and
+    keep returning RaggedEmbeddings; document-level ones switch; an unknown container is a
+    ValueError for both, also on None-accepting calls."""
+    token = TransformerEmbeddings(minilm_path)
+    stack = skembed.StackedEmbeddings([("a", TransformerEmbeddings(minilm_path))])
+    document = DocumentPoolEmbeddings(TransformerEmbeddings(minilm_path))
+    for estimator in (token, stack, document):
+        for container in (None, "default", "pandas", "polars"):
+            assert estimator.set_output(transform=container) is estimator
+        with pytest.raises(ValueError, match="transform='xml' is not a valid output container"):
+            estimator.set_output(transform="xml")
+    rows = token.fit_transform(TEXTS[:2])
+    assert isinstance(rows, skembed.RaggedEmbeddings)
+    assert isinstance(stack.fit_transform(TEXTS[:2]), skembed.RaggedEmbeddings)
+    assert isinstance(
+        document.set_output(transform="pandas").fit_transform(TEXTS[:2]), pd.DataFrame
+    )
+
+
 def test_torch_output(minilm_path):
     import torch
 
