@@ -41,13 +41,18 @@ def doc_key(tokens: list[str]) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
+# A state key's tuple and its entry in the LRU's dictionary, roughly (the prefix it shares
+# with the other keys of its model is not counted).
+_KEY_OVERHEAD_BYTES = 150
+
+
 def _key_bytes(key) -> int:
     """Memory held by a ``(..., document digest)`` key, roughly: a fixed part for the tuple
     and the rest of it, and the digest. Other keys count nothing."""
     doc = key[-1] if isinstance(key, tuple) and key else None
     if not isinstance(doc, bytes):
         return 0
-    return 150 + sys.getsizeof(doc)
+    return _KEY_OVERHEAD_BYTES + sys.getsizeof(doc)
 
 
 def _nbytes(obj) -> int:

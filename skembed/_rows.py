@@ -18,6 +18,9 @@ from ._precision import cheap_operations
 from ._store import state_batches, state_keys, to_embed
 from .cache import STATES
 
+# A document's entry in a RowTable's index (its digest and the dictionary slot), roughly.
+_INDEX_ENTRY_BYTES = 120
+
 
 class RowTable:
     """The pooled rows of one block of columns (one layer, one pooling...) by document
@@ -72,7 +75,7 @@ class RowTable:
 
     @property
     def nbytes(self) -> int:
-        return self.data.nbytes + 120 * len(self.index)  # rows, and the index's entries
+        return self.data.nbytes + _INDEX_ENTRY_BYTES * len(self.index)
 
 
 def pooled_rows(
