@@ -11,8 +11,9 @@ A family implements a few hooks and nothing else:
 * ``_n_features(model)``, and ``_check_params(model)`` for parameters that need the model;
 * optionally ``_forward_key()`` (parameters that change the states), ``_doc_cost(doc)``
   (length-sorted batching; or ``_doc_costs(model, docs)`` for all of a call's documents
-  that go through the network at once) and, to share states with other processes, ``_shares_states`` with
-  ``_pack_states``/``_unpack_states`` (one tensor per document by default).
+  that may go through the network at once) and, to share states with other processes,
+  ``_shares_states`` with ``_pack_states``/``_unpack_states`` (one tensor per document by
+  default).
 
 :class:`NetworkEstimator` does the rest: parameters, input validation, model loading, device
 and precision, fit and feature names. Token embedders (:class:`skembed.BaseTokenEmbedder`)
