@@ -4,6 +4,7 @@ building inputs needs (special tokens, window length, padding side) as an :class
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,22 +78,32 @@ _MIN_WINDOW = 2
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
 
 
+@contextlib.contextmanager
+def _reading(path: str, what: str, expected: str):
+    """Errors of reading ``what`` from the folder ``path``: the refusal of a folder that needs
+    its own code, else a ValueError naming the folder and what it should hold."""
+    try:
+        yield
+    except Exception as exc:
+        refused = _custom_code_error(path, exc)
+        if refused is not None:
+            raise refused from None
+        raise ValueError(f"Could not {what} in {path}: {exc}. {expected}") from exc
+
+
 def _checked_tokenizer(path: str):
     """The folder's tokenizer; an error naming the folder when its files are missing or broken.
 
     transformers builds an empty tokenizer (special tokens only) for a folder without tokenizer
     files, which would embed every word as [UNK]: that is refused here.
     """
-    try:
+    with _reading(
+        path,
+        "load the tokenizer",
+        "Expected the tokenizer files written by the tokenizer's save_pretrained "
+        "(tokenizer.json, or vocab files).",
+    ):
         tok = _load_tokenizer(path)
-    except Exception as exc:
-        refused = _custom_code_error(path, exc)
-        if refused is not None:
-            raise refused from None
-        raise ValueError(
-            f"Could not load the tokenizer in {path}: {exc}. Expected the tokenizer files written "
-            "by the tokenizer's save_pretrained (tokenizer.json, or vocab files)."
-        ) from exc
     names = {"tokenizer.json", *getattr(type(tok), "vocab_files_names", {}).values()}
     if not any((Path(path) / name).is_file() for name in names):
         raise ValueError(
@@ -132,16 +143,12 @@ def load_hf(path: str, device: torch.device) -> HFModel:
     """Load a model folder onto ``device`` in float32, in evaluation mode."""
     from transformers import AutoConfig
 
-    try:
+    with _reading(
+        path,
+        "read the model configuration",
+        "Expected a folder with a config.json written by save_pretrained.",
+    ):
         config = AutoConfig.from_pretrained(path, **NO_REMOTE_CODE)
-    except Exception as exc:
-        refused = _custom_code_error(path, exc)
-        if refused is not None:
-            raise refused from None
-        raise ValueError(
-            f"Could not read the model configuration in {path}: {exc}. Expected a folder with a "
-            "config.json written by save_pretrained."
-        ) from exc
     from transformers.utils import logging as hf_logging
 
     tok = _checked_tokenizer(path)
